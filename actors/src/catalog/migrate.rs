@@ -1,0 +1,60 @@
+//! Numbered SQL migrations from `migrations/`, applied in order under a PostgreSQL advisory
+//! lock, so that two agents starting at once do not race; each in its own transaction.
+
+use tokio_postgres::Client;
+
+/// (version, name, SQL), in order. The files are compiled in: the binary carries its schema.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "catalog", include_str!("../../../migrations/0001_catalog.sql"))];
+
+/// Key of the advisory lock that serialises migrations (any constant shared by all agents).
+const MIGRATION_LOCK: i64 = 0x0F11_E5E7_AD07_0001;
+
+/// Apply every migration not yet applied. Returns the versions applied now.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply_missing(client).await;
+    // Unlock even after a failure; the session's end would release it as well.
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn apply_missing(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let rows = client.query("SELECT version FROM schema_migrations", &[]).await?;
+    let done: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        let transaction = client.transaction().await?;
+        transaction.batch_execute(sql).await?;
+        transaction
+            .execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await?;
+        transaction.commit().await?;
+        applied.push(*version);
+    }
+    Ok(applied)
+}
+
+/// The newest schema version this binary knows.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map(|(version, _, _)| *version).unwrap_or(0)
+}

@@ -1,0 +1,178 @@
+//! PostgreSQL access: the catalog of files and contents, the upload queue, the audit trail.
+//!
+//! Each user of the catalog (a root's registrar, the uploader, a command) holds its own
+//! `Catalog`, i.e. its own connection; writes that belong together go in one transaction.
+
+pub mod migrate;
+mod queue;
+mod register;
+mod status;
+
+pub use queue::{QueueItem, SourceFile};
+pub use register::{BatchOutcome, Deletion, Move, Registration};
+pub use status::{QueueCounts, ScanRecord, StatusReport};
+
+use crate::pathenc::PathEncoding;
+use std::ffi::OsString;
+use tokio_postgres::{Client, NoTls};
+
+/// A parsed connection URL (for validation without connecting).
+pub use tokio_postgres::Config as PgConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(String),
+    #[error("PostgreSQL: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("catalog schema is at version {found}, this binary needs {needed}: run `filemetasync migrate`")]
+    Schema { found: i32, needed: i32 },
+}
+
+impl CatalogError {
+    /// The full chain of a PostgreSQL error (its `Display` alone is often just "db error").
+    pub fn detail(&self) -> String {
+        match self {
+            CatalogError::Query(error) => match error.as_db_error() {
+                Some(db) => format!("{}: {}", db.code().code(), db.message()),
+                None => error.to_string(),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
+/// One connection to the catalog.
+pub struct Catalog {
+    client: Client,
+    /// Written into `files.agent`, `file_events.agent` and lease owners.
+    agent: String,
+    /// Lease owner in the upload queue: unique per process, so that two uploaders of one
+    /// agent never mistake each other's leases for their own.
+    worker: String,
+}
+
+impl Catalog {
+    /// Connect to `url`. Fails with a message that never contains the password.
+    pub async fn connect(url: &str, agent: &str) -> Result<Catalog, CatalogError> {
+        let (client, connection) = tokio_postgres::connect(url, NoTls)
+            .await
+            .map_err(|error| CatalogError::Connect(redact_error(&error, url)))?;
+        tokio::spawn(async move {
+            // The connection ends when the client is dropped or the server goes away; every
+            // query on the client then fails and its owner reconnects.
+            let _ = connection.await;
+        });
+        let worker = format!("{agent}:{}:{:08x}", std::process::id(), rand::random::<u32>());
+        Ok(Catalog {
+            client,
+            agent: agent.to_owned(),
+            worker,
+        })
+    }
+
+    /// Connect and check that the schema is current.
+    pub async fn open(url: &str, agent: &str) -> Result<Catalog, CatalogError> {
+        let catalog = Catalog::connect(url, agent).await?;
+        let found = catalog.schema_version().await?;
+        let needed = migrate::latest_version();
+        if found != needed {
+            return Err(CatalogError::Schema { found, needed });
+        }
+        Ok(catalog)
+    }
+
+    pub async fn migrate(&mut self) -> Result<Vec<i32>, CatalogError> {
+        Ok(migrate::migrate(&mut self.client).await?)
+    }
+
+    pub async fn schema_version(&self) -> Result<i32, CatalogError> {
+        let exists: bool = self
+            .client
+            .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        if !exists {
+            return Ok(0);
+        }
+        let row = self
+            .client
+            .query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
+    /// Every row of `root`, deleted ones too (a file that comes back is restored, not added).
+    pub async fn load_root(&self, root: &str) -> Result<Vec<CatalogFile>, CatalogError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, path, path_encoding, size, mtime_ns, inode, device, sha256, deleted_at IS NOT NULL
+                   FROM files WHERE root = $1",
+                &[&root],
+            )
+            .await?;
+        let mut files = Vec::with_capacity(rows.len());
+        for row in rows {
+            let path: String = row.get(1);
+            let encoding = PathEncoding::parse(row.get(2)).unwrap_or(PathEncoding::Utf8);
+            let Ok(relative) = crate::pathenc::decode(&path, encoding) else {
+                continue;
+            };
+            files.push(CatalogFile {
+                id: row.get(0),
+                path,
+                relative,
+                size: row.get::<_, i64>(3) as u64,
+                mtime_ns: row.get::<_, i64>(4) as i128,
+                inode: row.get::<_, i64>(5) as u64,
+                device: row.get::<_, i64>(6) as u64,
+                sha256: row.get(7),
+                deleted: row.get(8),
+            });
+        }
+        Ok(files)
+    }
+}
+
+/// A `files` row as the scan compares it with the disk.
+#[derive(Clone, Debug)]
+pub struct CatalogFile {
+    pub id: i64,
+    /// As stored (encoded text).
+    pub path: String,
+    /// Decoded bytes.
+    pub relative: OsString,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+    pub device: u64,
+    pub sha256: String,
+    pub deleted: bool,
+}
+
+/// Format a connection error without the URL's password.
+fn redact_error(error: &tokio_postgres::Error, url: &str) -> String {
+    let text = format!("{error}");
+    match password_of(url) {
+        Some(password) if !password.is_empty() => text.replace(&password, "***"),
+        _ => text,
+    }
+}
+
+fn password_of(url: &str) -> Option<String> {
+    let config: tokio_postgres::Config = url.parse().ok()?;
+    config.get_password().map(|p| String::from_utf8_lossy(p).into_owned())
+}

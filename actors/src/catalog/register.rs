@@ -1,0 +1,239 @@
+//! Registration writes: new and changed files, moves and soft deletions, each batch in one
+//! transaction together with its `file_events` rows and the upload queue entries of the
+//! contents it introduces. Batches are sent as arrays (`unnest`), one statement per kind,
+//! so a batch of a thousand files costs a handful of round trips.
+
+use super::{Catalog, CatalogError};
+use crate::pathenc::PathEncoding;
+
+/// A file whose content is known (hashed now, or carried over from a moved row).
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub path: String,
+    pub encoding: PathEncoding,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+    pub device: u64,
+    pub sha256: String,
+    /// The content's key, used only if the content is new to the catalog.
+    pub storage_key: String,
+}
+
+/// An existing row that now lives at another path (same inode, or same content).
+#[derive(Clone, Debug)]
+pub struct Move {
+    pub id: i64,
+    pub path: String,
+    pub encoding: PathEncoding,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub inode: u64,
+    pub device: u64,
+}
+
+/// A row whose file is gone.
+#[derive(Clone, Copy, Debug)]
+pub struct Deletion {
+    pub id: i64,
+}
+
+/// What one batch changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub created: u64,
+    pub modified: u64,
+    pub restored: u64,
+    pub moved: u64,
+    pub deleted: u64,
+    pub new_contents: u64,
+}
+
+const UPSERT_CONTENTS: &str = "
+    WITH input AS (
+        SELECT DISTINCT ON (sha256) sha256, size, storage_key
+          FROM unnest($1::text[], $2::int8[], $3::text[]) AS t(sha256, size, storage_key)),
+    inserted AS (
+        INSERT INTO file_contents (sha256, size, storage_key)
+        SELECT sha256, size, storage_key FROM input
+        ON CONFLICT (sha256) DO NOTHING
+        RETURNING sha256),
+    queued AS (
+        INSERT INTO upload_queue (sha256)
+        SELECT c.sha256 FROM file_contents c JOIN input i USING (sha256) WHERE c.uploaded_at IS NULL
+        UNION SELECT sha256 FROM inserted
+        ON CONFLICT (sha256) DO UPDATE
+           SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+         WHERE upload_queue.state = 'failed'
+        RETURNING sha256)
+    SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM queued)";
+
+const UPSERT_FILES: &str = "
+    WITH input AS (
+        SELECT * FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::text[])
+            AS t(path, path_encoding, size, mtime_ns, inode, device, sha256)),
+    old AS (
+        SELECT f.id, f.path, f.sha256, f.deleted_at FROM files f JOIN input i ON f.root = $1 AND f.path = i.path),
+    written AS (
+        INSERT INTO files (root, path, path_encoding, size, mtime, mtime_ns, inode, device, sha256, agent)
+        SELECT $1, path, path_encoding, size,
+               timestamptz 'epoch' + (mtime_ns / 1000) * interval '1 microsecond',
+               mtime_ns, inode, device, sha256, $9
+          FROM input
+        ON CONFLICT (root, path) DO UPDATE
+           SET path_encoding = excluded.path_encoding, size = excluded.size, mtime = excluded.mtime,
+               mtime_ns = excluded.mtime_ns, inode = excluded.inode, device = excluded.device,
+               sha256 = excluded.sha256, agent = excluded.agent, updated_at = now(), deleted_at = NULL
+        RETURNING id, path, sha256),
+    events AS (
+        INSERT INTO file_events (agent, file_id, kind, root, old_path, new_path, old_sha256, new_sha256)
+        SELECT $9, w.id,
+               CASE WHEN o.id IS NULL THEN 'created' WHEN o.deleted_at IS NOT NULL THEN 'restored' ELSE 'modified' END,
+               $1, o.path, w.path, o.sha256, w.sha256
+          FROM written w LEFT JOIN old o ON o.id = w.id
+         WHERE o.id IS NULL OR o.deleted_at IS NOT NULL OR o.sha256 <> w.sha256
+        RETURNING kind)
+    SELECT count(*) FILTER (WHERE kind = 'created'), count(*) FILTER (WHERE kind = 'modified'),
+           count(*) FILTER (WHERE kind = 'restored')
+      FROM events";
+
+const MOVE_FILES: &str = "
+    WITH input AS (
+        SELECT * FROM unnest($2::int8[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $8::int8[])
+            AS t(id, path, path_encoding, size, mtime_ns, inode, device)),
+    old AS (SELECT f.id, f.path, f.sha256 FROM files f JOIN input i USING (id)),
+    moved AS (
+        UPDATE files f
+           SET path = i.path, path_encoding = i.path_encoding, size = i.size,
+               mtime = timestamptz 'epoch' + (i.mtime_ns / 1000) * interval '1 microsecond',
+               mtime_ns = i.mtime_ns, inode = i.inode, device = i.device, agent = $9,
+               updated_at = now(), deleted_at = NULL
+          FROM input i
+         WHERE f.id = i.id AND f.root = $1
+        RETURNING f.id, f.path)
+    INSERT INTO file_events (agent, file_id, kind, root, old_path, new_path, old_sha256, new_sha256)
+    SELECT $9, m.id, 'moved', $1, o.path, m.path, o.sha256, o.sha256 FROM moved m JOIN old o USING (id)";
+
+const SOFT_DELETE: &str = "
+    WITH deleted AS (
+        UPDATE files SET deleted_at = now(), updated_at = now(), agent = $3
+         WHERE root = $1 AND id = ANY($2::int8[]) AND deleted_at IS NULL
+        RETURNING id, path, sha256)
+    INSERT INTO file_events (agent, file_id, kind, root, old_path, old_sha256)
+    SELECT $3, id, 'deleted', $1, path, sha256 FROM deleted";
+
+impl Catalog {
+    /// Write one batch for `root` in one transaction. Moves go first, so that a path freed by
+    /// a move can be taken by a registration in the same batch.
+    pub async fn write_batch(
+        &mut self,
+        root: &str,
+        registrations: &[Registration],
+        moves: &[Move],
+        deletions: &[Deletion],
+    ) -> Result<BatchOutcome, CatalogError> {
+        let agent = self.agent.clone();
+        let transaction = self.client.transaction().await?;
+        let mut outcome = BatchOutcome::default();
+        if !moves.is_empty() {
+            let columns = MoveColumns::from(moves);
+            outcome.moved = transaction
+                .execute(
+                    MOVE_FILES,
+                    &[
+                        &root,
+                        &columns.ids,
+                        &columns.paths,
+                        &columns.encodings,
+                        &columns.sizes,
+                        &columns.mtimes,
+                        &columns.inodes,
+                        &columns.devices,
+                        &agent,
+                    ],
+                )
+                .await?;
+        }
+        if !registrations.is_empty() {
+            let shas: Vec<&str> = registrations.iter().map(|r| r.sha256.as_str()).collect();
+            let sizes: Vec<i64> = registrations.iter().map(|r| r.size as i64).collect();
+            let keys: Vec<&str> = registrations.iter().map(|r| r.storage_key.as_str()).collect();
+            let row = transaction.query_one(UPSERT_CONTENTS, &[&shas, &sizes, &keys]).await?;
+            outcome.new_contents = row.get::<_, i64>(0) as u64;
+            let columns = RegistrationColumns::from(registrations);
+            let row = transaction
+                .query_one(
+                    UPSERT_FILES,
+                    &[
+                        &root,
+                        &columns.paths,
+                        &columns.encodings,
+                        &columns.sizes,
+                        &columns.mtimes,
+                        &columns.inodes,
+                        &columns.devices,
+                        &shas,
+                        &agent,
+                    ],
+                )
+                .await?;
+            outcome.created = row.get::<_, i64>(0) as u64;
+            outcome.modified = row.get::<_, i64>(1) as u64;
+            outcome.restored = row.get::<_, i64>(2) as u64;
+        }
+        if !deletions.is_empty() {
+            let ids: Vec<i64> = deletions.iter().map(|d| d.id).collect();
+            outcome.deleted = transaction.execute(SOFT_DELETE, &[&root, &ids, &agent]).await?;
+        }
+        transaction.commit().await?;
+        Ok(outcome)
+    }
+}
+
+/// Column arrays of a batch of registrations, as the `unnest` statements take them.
+struct RegistrationColumns<'a> {
+    paths: Vec<&'a str>,
+    encodings: Vec<&'static str>,
+    sizes: Vec<i64>,
+    mtimes: Vec<i64>,
+    inodes: Vec<i64>,
+    devices: Vec<i64>,
+}
+
+impl<'a> From<&'a [Registration]> for RegistrationColumns<'a> {
+    fn from(batch: &'a [Registration]) -> Self {
+        RegistrationColumns {
+            paths: batch.iter().map(|r| r.path.as_str()).collect(),
+            encodings: batch.iter().map(|r| r.encoding.as_str()).collect(),
+            sizes: batch.iter().map(|r| r.size as i64).collect(),
+            mtimes: batch.iter().map(|r| r.mtime_ns as i64).collect(),
+            // Inode and device numbers are unsigned; bigint keeps their bits.
+            inodes: batch.iter().map(|r| r.inode as i64).collect(),
+            devices: batch.iter().map(|r| r.device as i64).collect(),
+        }
+    }
+}
+
+struct MoveColumns<'a> {
+    ids: Vec<i64>,
+    paths: Vec<&'a str>,
+    encodings: Vec<&'static str>,
+    sizes: Vec<i64>,
+    mtimes: Vec<i64>,
+    inodes: Vec<i64>,
+    devices: Vec<i64>,
+}
+
+impl<'a> From<&'a [Move]> for MoveColumns<'a> {
+    fn from(batch: &'a [Move]) -> Self {
+        MoveColumns {
+            ids: batch.iter().map(|m| m.id).collect(),
+            paths: batch.iter().map(|m| m.path.as_str()).collect(),
+            encodings: batch.iter().map(|m| m.encoding.as_str()).collect(),
+            sizes: batch.iter().map(|m| m.size as i64).collect(),
+            mtimes: batch.iter().map(|m| m.mtime_ns as i64).collect(),
+            inodes: batch.iter().map(|m| m.inode as i64).collect(),
+            devices: batch.iter().map(|m| m.device as i64).collect(),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Scan records and the numbers behind `status`.
+
+use super::{Catalog, CatalogError};
+use serde::Serialize;
+
+/// Counters of one root's scan, stored in `scans`.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ScanRecord {
+    pub files_seen: u64,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_moved: u64,
+    pub files_deleted: u64,
+    pub bytes_hashed: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct QueueCounts {
+    /// Waiting for an upload (including retries not yet due and rows leased right now).
+    pub pending: i64,
+    pub leased: i64,
+    /// Gave up after the configured number of attempts; `last_error` says why.
+    pub failed: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedUpload {
+    pub sha256: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LastScan {
+    pub root: String,
+    pub agent: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<String>,
+    pub message: Option<String>,
+    pub files_seen: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    pub files: i64,
+    pub deleted_files: i64,
+    pub contents: i64,
+    pub content_bytes: i64,
+    pub uploaded_contents: i64,
+    pub uploaded_bytes: i64,
+    pub queue: QueueCounts,
+    pub failed_uploads: Vec<FailedUpload>,
+    pub last_scans: Vec<LastScan>,
+}
+
+impl Catalog {
+    pub async fn start_scan(&self, root: &str, device: Option<u64>) -> Result<i64, CatalogError> {
+        let device = device.map(|d| d as i64);
+        let row = self
+            .client
+            .query_one(
+                "INSERT INTO scans (agent, root, device) VALUES ($1, $2, $3) RETURNING id",
+                &[&self.agent, &root, &device],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn finish_scan(
+        &self,
+        id: i64,
+        outcome: &str,
+        message: Option<&str>,
+        record: &ScanRecord,
+    ) -> Result<(), CatalogError> {
+        let values = [
+            record.files_seen as i64,
+            record.files_new as i64,
+            record.files_changed as i64,
+            record.files_moved as i64,
+            record.files_deleted as i64,
+            record.bytes_hashed as i64,
+        ];
+        self.client
+            .execute(
+                "UPDATE scans SET finished_at = now(), outcome = $2, message = $3,
+                        files_seen = $4, files_new = $5, files_changed = $6, files_moved = $7,
+                        files_deleted = $8, bytes_hashed = $9
+                  WHERE id = $1",
+                &[
+                    &id, &outcome, &message, &values[0], &values[1], &values[2], &values[3], &values[4], &values[5],
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The device the root was on at its last complete scan (None if it never had one).
+    pub async fn last_complete_device(&self, root: &str) -> Result<Option<u64>, CatalogError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT device FROM scans WHERE root = $1 AND outcome = 'complete' AND device IS NOT NULL
+                  ORDER BY id DESC LIMIT 1",
+                &[&root],
+            )
+            .await?;
+        Ok(row.map(|row| row.get::<_, i64>(0) as u64))
+    }
+
+    pub async fn live_file_count(&self, root: &str) -> Result<i64, CatalogError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM files WHERE root = $1 AND deleted_at IS NULL",
+                &[&root],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub async fn queue_counts(&self) -> Result<QueueCounts, CatalogError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'pending'),
+                        count(*) FILTER (WHERE state = 'pending' AND lease_expires_at > now()),
+                        count(*) FILTER (WHERE state = 'failed')
+                   FROM upload_queue",
+                &[],
+            )
+            .await?;
+        Ok(QueueCounts {
+            pending: row.get(0),
+            leased: row.get(1),
+            failed: row.get(2),
+        })
+    }
+
+    pub async fn status(&self) -> Result<StatusReport, CatalogError> {
+        let files = self
+            .client
+            .query_one("SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM files", &[])
+            .await?;
+        let contents = self
+            .client
+            .query_one(
+                "SELECT count(*), coalesce(sum(size), 0)::int8,
+                        count(*) FILTER (WHERE uploaded_at IS NOT NULL),
+                        coalesce(sum(size) FILTER (WHERE uploaded_at IS NOT NULL), 0)::int8
+                   FROM file_contents",
+                &[],
+            )
+            .await?;
+        let failed = self
+            .client
+            .query(
+                "SELECT sha256, attempts, last_error FROM upload_queue WHERE state = 'failed'
+                  ORDER BY next_attempt_at DESC LIMIT 20",
+                &[],
+            )
+            .await?;
+        let scans = self
+            .client
+            .query(
+                "SELECT DISTINCT ON (root) root, agent, started_at::text, finished_at::text, outcome, message, files_seen
+                   FROM scans ORDER BY root, id DESC",
+                &[],
+            )
+            .await?;
+        Ok(StatusReport {
+            files: files.get(0),
+            deleted_files: files.get(1),
+            contents: contents.get(0),
+            content_bytes: contents.get(1),
+            uploaded_contents: contents.get(2),
+            uploaded_bytes: contents.get(3),
+            queue: self.queue_counts().await?,
+            failed_uploads: failed
+                .iter()
+                .map(|row| FailedUpload {
+                    sha256: row.get(0),
+                    attempts: row.get(1),
+                    last_error: row.get(2),
+                })
+                .collect(),
+            last_scans: scans
+                .iter()
+                .map(|row| LastScan {
+                    root: row.get(0),
+                    agent: row.get(1),
+                    started_at: row.get(2),
+                    finished_at: row.get(3),
+                    outcome: row.get(4),
+                    message: row.get(5),
+                    files_seen: row.get(6),
+                })
+                .collect(),
+        })
+    }
+}

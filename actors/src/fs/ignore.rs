@@ -1,0 +1,145 @@
+//! Ignore patterns, matched against each path component during the walk (so an ignored
+//! folder is never entered), case-insensitively, because Windows and macOS clients write
+//! `THUMBS.DB` and `Thumbs.db` alike to the same share.
+//!
+//! A pattern without `/` is matched against every component's name; a pattern with `/` is
+//! matched against the whole path relative to the root. Names that are not UTF-8 are matched
+//! in their lossy form (each invalid byte read as U+FFFD), so `*.tmp` still matches them.
+
+use glob::{MatchOptions, Pattern, PatternError};
+use std::ffi::OsStr;
+
+/// What a NAS and its clients leave behind, ignored on every root.
+pub const BUILTIN_PATTERNS: &[&str] = &[
+    "@eaDir",
+    "#recycle",
+    "#snapshot",
+    ".SynologyWorkingDirectory",
+    "~$*",
+    ".~lock.*#",
+    "*.tmp",
+    "*.crdownload",
+    "*.part",
+    ".DS_Store",
+    "._*",
+    "Thumbs.db",
+    "desktop.ini",
+];
+
+const OPTIONS: MatchOptions = MatchOptions {
+    case_sensitive: false,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
+
+#[derive(Clone, Debug)]
+pub struct IgnoreMatcher {
+    name_patterns: Vec<Pattern>,
+    path_patterns: Vec<Pattern>,
+}
+
+impl IgnoreMatcher {
+    /// The built-in patterns plus `extra`. Fails with the first pattern that is not a glob.
+    pub fn new<S: AsRef<str>>(extra: &[S]) -> Result<IgnoreMatcher, (String, PatternError)> {
+        let mut matcher = IgnoreMatcher {
+            name_patterns: Vec::new(),
+            path_patterns: Vec::new(),
+        };
+        let all = BUILTIN_PATTERNS.iter().copied().chain(extra.iter().map(|p| p.as_ref()));
+        for text in all {
+            let trimmed = text.trim_start_matches('/');
+            let pattern = Pattern::new(trimmed).map_err(|error| (text.to_owned(), error))?;
+            if trimmed.contains('/') {
+                matcher.path_patterns.push(pattern);
+            } else {
+                matcher.name_patterns.push(pattern);
+            }
+        }
+        Ok(matcher)
+    }
+
+    /// Check a pattern without building a matcher (for configuration validation).
+    pub fn check_pattern(text: &str) -> Result<(), PatternError> {
+        Pattern::new(text.trim_start_matches('/')).map(|_| ())
+    }
+
+    /// True if the entry named `name`, at `relative_path` under the root, is ignored.
+    pub fn is_ignored(&self, name: &OsStr, relative_path: &OsStr) -> bool {
+        let name = name.to_string_lossy();
+        if self.name_patterns.iter().any(|p| p.matches_with(&name, OPTIONS)) {
+            return true;
+        }
+        if self.path_patterns.is_empty() {
+            return false;
+        }
+        let path = relative_path.to_string_lossy();
+        self.path_patterns.iter().any(|p| p.matches_with(&path, OPTIONS))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    fn ignored(matcher: &IgnoreMatcher, path: &[u8]) -> bool {
+        let path = OsStr::from_bytes(path);
+        let name = path.as_bytes().rsplit(|b| *b == b'/').next().unwrap();
+        matcher.is_ignored(OsStr::from_bytes(name), path)
+    }
+
+    #[test]
+    fn builtin_nas_junk_is_ignored() {
+        let matcher = IgnoreMatcher::new::<&str>(&[]).unwrap();
+        for junk in [
+            &b"@eaDir"[..],
+            b"#recycle",
+            b"#snapshot",
+            b".SynologyWorkingDirectory",
+            b"~$Angebot.docx",
+            b".~lock.Kalkulation.xlsx#",
+            b"x.TMP",
+            b"download.pdf.crdownload",
+            b"big.iso.part",
+            b".DS_Store",
+            b"._Plan.pdf",
+            b"THUMBS.DB",
+            b"desktop.ini",
+            b"bad\xffname.tmp",
+        ] {
+            assert!(
+                ignored(&matcher, junk),
+                "{:?} should be ignored",
+                String::from_utf8_lossy(junk)
+            );
+        }
+        for kept in [
+            &b"Plan.pdf"[..],
+            b"tmp",
+            b"Angebot~.docx",
+            b"partial.pdf",
+            b"bad\xffname.pdf",
+        ] {
+            assert!(
+                !ignored(&matcher, kept),
+                "{:?} should be kept",
+                String::from_utf8_lossy(kept)
+            );
+        }
+    }
+
+    #[test]
+    fn user_patterns_by_name_and_by_path() {
+        let matcher = IgnoreMatcher::new(&["*.bak", "Archiv/Alt/*"]).unwrap();
+        assert!(ignored(&matcher, b"a/b/c.BAK"));
+        assert!(ignored(&matcher, b"Archiv/Alt/x.pdf"));
+        assert!(!ignored(&matcher, b"Neu/Archiv/Alt/x.pdf"));
+        assert!(!ignored(&matcher, b"Archiv/Alt/sub/x.pdf"));
+    }
+
+    #[test]
+    fn bad_pattern_is_reported_with_its_text() {
+        let (text, _) = IgnoreMatcher::new(&["[unclosed"]).unwrap_err();
+        assert_eq!(text, "[unclosed");
+    }
+}

@@ -1,0 +1,10 @@
+//! The filesystem side of the engine: which names are ignored, walking a root, and hashing
+//! one file. All of it is blocking I/O and runs on plain threads, never on an async executor.
+
+pub mod hash;
+pub mod ignore;
+pub mod walk;
+
+pub use hash::{hash_file, FileStat, HashError, Hashed};
+pub use ignore::IgnoreMatcher;
+pub use walk::{walk_root, WalkEntry, WalkOutcome};

@@ -1,0 +1,144 @@
+//! Walking one root: regular files with their stat, ignored names pruned on the way down,
+//! symlinks not followed, FIFOs, sockets and devices skipped without being opened.
+//!
+//! A directory that cannot be read is reported in `unreadable_dirs`: the catalog rows under
+//! it must not be taken for deleted files.
+
+use super::ignore::IgnoreMatcher;
+use std::ffi::OsString;
+use std::fs::Metadata;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// A regular file found by the walk.
+#[derive(Clone, Debug)]
+pub struct WalkEntry {
+    /// Relative to the root, '/'-separated, raw bytes.
+    pub relative: OsString,
+    pub stat: super::FileStat,
+}
+
+#[derive(Debug, Default)]
+pub struct WalkOutcome {
+    pub files: Vec<WalkEntry>,
+    /// Entries pruned by an ignore pattern (an ignored folder counts once).
+    pub ignored: u64,
+    /// Symlinks (not followed) and FIFOs, sockets, devices (never opened), with a reason.
+    pub skipped: Vec<(PathBuf, &'static str)>,
+    /// Directories (relative) that could not be read: their catalog rows stay as they are.
+    pub unreadable_dirs: Vec<OsString>,
+    /// Everything that went wrong, with the path, for the log.
+    pub errors: Vec<String>,
+}
+
+impl super::FileStat {
+    pub fn from_metadata(metadata: &Metadata) -> super::FileStat {
+        super::FileStat {
+            size: metadata.size(),
+            mtime_ns: metadata.mtime() as i128 * 1_000_000_000 + metadata.mtime_nsec() as i128,
+            inode: metadata.ino(),
+            device: metadata.dev(),
+        }
+    }
+}
+
+/// Walk `root`. `progress` is called with each file found (for a live counter).
+pub fn walk_root(root: &Path, ignore: &IgnoreMatcher, progress: &dyn Fn(&WalkEntry)) -> WalkOutcome {
+    let mut outcome = WalkOutcome::default();
+    let mut ignored = 0u64;
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|entry| {
+            if entry.depth() == 0 {
+                return true;
+            }
+            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
+            let skip = ignore.is_ignored(entry.file_name(), relative.as_os_str());
+            ignored += skip as u64;
+            !skip
+        });
+    for item in walker {
+        let entry = match item {
+            Ok(entry) => entry,
+            Err(error) => {
+                record_walk_error(root, &error, &mut outcome);
+                continue;
+            }
+        };
+        let file_type = entry.file_type();
+        if file_type.is_dir() {
+            continue;
+        }
+        let relative = entry.path().strip_prefix(root).unwrap_or(entry.path()).to_path_buf();
+        if file_type.is_symlink() {
+            outcome.skipped.push((relative, "symlink (not followed)"));
+            continue;
+        }
+        if file_type.is_fifo() || file_type.is_socket() || file_type.is_block_device() || file_type.is_char_device() {
+            outcome
+                .skipped
+                .push((relative, "not a regular file (FIFO, socket or device)"));
+            continue;
+        }
+        match entry.metadata() {
+            Ok(metadata) => {
+                let found = WalkEntry {
+                    relative: relative.into_os_string(),
+                    stat: super::FileStat::from_metadata(&metadata),
+                };
+                progress(&found);
+                outcome.files.push(found);
+            }
+            // Gone between readdir and stat: it is simply not there.
+            Err(error) if error.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {}
+            Err(error) => outcome.errors.push(format!("{}: {error}", entry.path().display())),
+        }
+    }
+    outcome.ignored = ignored;
+    outcome
+}
+
+fn record_walk_error(root: &Path, error: &walkdir::Error, outcome: &mut WalkOutcome) {
+    let path = error.path().unwrap_or(root);
+    let vanished = error.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound);
+    if vanished && path != root {
+        return;
+    }
+    outcome.errors.push(format!("{}: {error}", path.display()));
+    // Whatever could not be read is protected from soft deletion: a directory that failed
+    // to open, or (for a failed stat) its parent.
+    let relative = path.strip_prefix(root).unwrap_or(Path::new("")).as_os_str().to_owned();
+    outcome.unreadable_dirs.push(relative);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn walk_prunes_ignored_and_skips_special_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("A/@eaDir/thumbs")).unwrap();
+        std::fs::write(root.join("A/@eaDir/thumbs/x.jpg"), b"t").unwrap();
+        std::fs::write(root.join("A/plan.pdf"), b"plan").unwrap();
+        std::fs::write(root.join("A/~$lock.docx"), b"l").unwrap();
+        std::fs::write(root.join(OsStr::from_bytes(b"A/caf\xe9.txt")), b"latin1").unwrap();
+        std::os::unix::fs::symlink("plan.pdf", root.join("A/link.pdf")).unwrap();
+        let fifo = std::ffi::CString::new(root.join("A/pipe").as_os_str().as_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+
+        let matcher = IgnoreMatcher::new::<&str>(&[]).unwrap();
+        let outcome = walk_root(root, &matcher, &|_| {});
+        let found: BTreeSet<Vec<u8>> = outcome.files.iter().map(|e| e.relative.as_bytes().to_vec()).collect();
+        let expected: BTreeSet<Vec<u8>> = [b"A/plan.pdf".to_vec(), b"A/caf\xe9.txt".to_vec()].into();
+        assert_eq!(found, expected);
+        assert_eq!(outcome.ignored, 2);
+        assert_eq!(outcome.skipped.len(), 2);
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    }
+}

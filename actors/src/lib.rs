@@ -1,0 +1,24 @@
+//! The FileMetadataSync engine: everything between a folder on disk and the catalog and the
+//! object store. The application crate (`filemetasync`) adds the command line, the
+//! configuration and logging on top.
+//!
+//! # Layout
+//!
+//! The data flow, read top to bottom:
+//!
+//! * [`fs`] — which names are ignored, walking a root, hashing one file (blocking I/O).
+//! * [`hashing`] — the pool of hasher threads, fed through a bounded channel.
+//! * [`scan`] — one full reconciliation of a root: walk, compare, hash, register, delete.
+//! * [`catalog`] — PostgreSQL: migrations, registration batches, the upload queue, status.
+//! * [`upload`] — lease queued contents, skip what the store has, store the rest.
+//! * [`store`] — the object store backends (S3-compatible, local folder).
+//! * [`key`], [`pathenc`] — the object key rule and the lossless path encoding.
+
+pub mod catalog;
+pub mod fs;
+pub mod hashing;
+pub mod key;
+pub mod pathenc;
+pub mod scan;
+pub mod store;
+pub mod upload;

@@ -1,0 +1,225 @@
+//! One full reconciliation of a root: walk it, compare with the catalog, hash what changed,
+//! register in batches, soft-delete what vanished. The safety checks come first: a root that
+//! looks unmounted never loses its catalog rows.
+
+mod plan;
+mod register;
+
+pub use plan::{plan, HashJob, Plan};
+
+use crate::catalog::{Catalog, CatalogError, ScanRecord};
+use crate::fs::{walk_root, IgnoreMatcher};
+use crate::hashing::HasherPool;
+use serde::Serialize;
+use slog::{error, info, warn, Logger};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// A configured root: its label in the catalog and where it is mounted here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootSpec {
+    pub label: String,
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct ScanOptions {
+    /// Registrations per transaction.
+    pub batch_size: usize,
+    /// Take an empty root, or one on another filesystem than at its last scan, at its word
+    /// (the operator really emptied or moved it). Off by default: such a root is reported
+    /// unavailable and nothing is deleted.
+    pub accept_root_change: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            batch_size: 1000,
+            accept_root_change: false,
+        }
+    }
+}
+
+/// What one root's scan did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RootCounts {
+    pub seen: u64,
+    pub unchanged: u64,
+    pub new: u64,
+    pub changed: u64,
+    pub restored: u64,
+    pub moved: u64,
+    pub deleted: u64,
+    pub ignored: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub hashed_files: u64,
+    pub bytes_hashed: u64,
+    /// Catalog rows under folders that could not be read, kept as they were.
+    pub protected: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(tag = "outcome", content = "message", rename_all = "snake_case")]
+pub enum RootOutcome {
+    Complete,
+    /// Missing, unreadable, or looking unmounted: nothing was deleted.
+    Unavailable(String),
+    /// The catalog failed mid-scan; what was committed stays, the next scan goes on from it.
+    Failed(String),
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct RootReport {
+    pub root: String,
+    #[serde(flatten)]
+    pub outcome: RootOutcome,
+    pub counts: RootCounts,
+}
+
+/// Live counters for a progress display.
+#[derive(Debug, Default)]
+pub struct ScanProgress {
+    pub walked: AtomicU64,
+}
+
+/// Everything a root scan needs besides its catalog connection.
+pub struct ScanContext {
+    pub pool: HasherPool<usize>,
+    pub ignore: IgnoreMatcher,
+    pub options: ScanOptions,
+    pub progress: Arc<ScanProgress>,
+    pub log: Logger,
+}
+
+pub async fn scan_root(catalog: &mut Catalog, context: &ScanContext, root: &RootSpec) -> RootReport {
+    let log = context.log.new(slog::o!("root" => root.label.clone()));
+    let mut counts = RootCounts::default();
+    let outcome = match run(catalog, context, root, &log, &mut counts).await {
+        Ok(outcome) => outcome,
+        Err(error) => RootOutcome::Failed(error.detail()),
+    };
+    match &outcome {
+        RootOutcome::Complete => info!(log, "scan finished"; "seen" => counts.seen, "new" => counts.new,
+            "changed" => counts.changed, "moved" => counts.moved, "deleted" => counts.deleted,
+            "bytes_hashed" => counts.bytes_hashed, "failed" => counts.failed),
+        RootOutcome::Unavailable(reason) => error!(log, "root unavailable"; "reason" => reason.as_str(),
+            "path" => root.path.display().to_string()),
+        RootOutcome::Failed(reason) => error!(log, "scan failed"; "reason" => reason.as_str()),
+    }
+    RootReport {
+        root: root.label.clone(),
+        outcome,
+        counts,
+    }
+}
+
+async fn run(
+    catalog: &mut Catalog,
+    context: &ScanContext,
+    root: &RootSpec,
+    log: &Logger,
+    counts: &mut RootCounts,
+) -> Result<RootOutcome, CatalogError> {
+    let device = match root_device(root) {
+        Ok(device) => device,
+        Err(reason) => return record_unavailable(catalog, root, None, reason).await,
+    };
+    let accept = context.options.accept_root_change;
+    if let Some(previous) = catalog.last_complete_device(&root.label).await? {
+        if previous != device && !accept {
+            let reason = format!(
+                "{} is on another filesystem (device {device}) than at its last complete scan (device {previous}); \
+                 is the share mounted? Nothing was deleted",
+                root.path.display()
+            );
+            return record_unavailable(catalog, root, Some(device), reason).await;
+        }
+    }
+    let scan_id = catalog.start_scan(&root.label, Some(device)).await?;
+    let rows = catalog.load_root(&root.label).await?;
+    let live_rows = rows.iter().filter(|row| !row.deleted).count();
+    let walk = walk(context, root).await;
+    counts.ignored = walk.ignored;
+    counts.skipped = walk.skipped.len() as u64;
+    for (path, reason) in &walk.skipped {
+        info!(log, "file skipped"; "path" => path.display().to_string(), "reason" => *reason);
+    }
+    for message in &walk.errors {
+        warn!(log, "cannot read"; "error" => message.as_str());
+    }
+    counts.failed += walk.errors.len() as u64;
+    let unavailable = if walk.unreadable_dirs.iter().any(|dir| dir.is_empty()) {
+        Some(format!("{} cannot be read; nothing was deleted", root.path.display()))
+    } else if walk.files.is_empty() && live_rows > 0 && !accept {
+        Some(format!(
+            "{} is empty but the catalog holds {live_rows} files for it; is the share mounted? Nothing was deleted",
+            root.path.display()
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = unavailable {
+        catalog
+            .finish_scan(scan_id, "unavailable", Some(&reason), &ScanRecord::default())
+            .await?;
+        return Ok(RootOutcome::Unavailable(reason));
+    }
+    let plan = plan::plan(walk.files, rows, &walk.unreadable_dirs);
+    register::apply(catalog, context, root, plan, log, counts).await?;
+    let record = ScanRecord {
+        files_seen: counts.seen,
+        files_new: counts.new,
+        files_changed: counts.changed + counts.restored,
+        files_moved: counts.moved,
+        files_deleted: counts.deleted,
+        bytes_hashed: counts.bytes_hashed,
+    };
+    catalog.finish_scan(scan_id, "complete", None, &record).await?;
+    Ok(RootOutcome::Complete)
+}
+
+async fn walk(context: &ScanContext, root: &RootSpec) -> crate::fs::WalkOutcome {
+    let ignore = context.ignore.clone();
+    let path = root.path.clone();
+    let progress = context.progress.clone();
+    tokio::task::spawn_blocking(move || {
+        walk_root(&path, &ignore, &|_| {
+            progress.walked.fetch_add(1, Ordering::Relaxed);
+        })
+    })
+    .await
+    .expect("walk thread panicked")
+}
+
+/// The device the root folder is on, or why it cannot be used.
+fn root_device(root: &RootSpec) -> Result<u64, String> {
+    let metadata = std::fs::metadata(&root.path).map_err(|error| {
+        format!(
+            "{} is not there ({error}); is the share mounted? Nothing was deleted",
+            root.path.display()
+        )
+    })?;
+    if !metadata.is_dir() {
+        return Err(format!("{} is not a folder; nothing was deleted", root.path.display()));
+    }
+    std::fs::read_dir(&root.path)
+        .map_err(|error| format!("{} cannot be read ({error}); nothing was deleted", root.path.display()))?;
+    Ok(metadata.dev())
+}
+
+async fn record_unavailable(
+    catalog: &mut Catalog,
+    root: &RootSpec,
+    device: Option<u64>,
+    reason: String,
+) -> Result<RootOutcome, CatalogError> {
+    let scan_id = catalog.start_scan(&root.label, device).await?;
+    catalog
+        .finish_scan(scan_id, "unavailable", Some(&reason), &ScanRecord::default())
+        .await?;
+    Ok(RootOutcome::Unavailable(reason))
+}

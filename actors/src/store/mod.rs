@@ -1,0 +1,87 @@
+//! The object store: where each distinct content is stored once, under its key
+//! (`crate::key`). Two backends with one interface: S3-compatible and a local folder.
+//!
+//! A backend never stores bytes whose SHA-256 differs from the registered one: S3 servers
+//! check the `x-amz-checksum-sha256` we send, the local backend hashes while it copies.
+
+mod local;
+mod s3;
+
+pub use local::LocalStore;
+pub use s3::{S3Settings, S3Store};
+
+use std::path::Path;
+
+/// What went wrong with a store operation, split by what the caller does next.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The bytes read from the source are not the registered content: try another copy,
+    /// or wait for the next scan to register the new content.
+    #[error("content differs from its registered SHA-256: {0}")]
+    ContentMismatch(String),
+    /// Anything else (network, server, permissions): retried with backoff.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The content to store: its registered hash and size, and the key it goes under.
+#[derive(Clone, Debug)]
+pub struct Content {
+    pub sha256: String,
+    pub size: u64,
+    pub key: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum ObjectStore {
+    S3(S3Store),
+    Local(LocalStore),
+}
+
+impl ObjectStore {
+    /// The size of the object under `key`, or None if there is none.
+    pub async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self {
+            ObjectStore::S3(store) => store.head(key).await,
+            ObjectStore::Local(store) => store.head(key).await,
+        }
+    }
+
+    /// Store the bytes of `source` as `content`, refusing anything that does not hash to it.
+    pub async fn put_file(&self, content: &Content, source: &Path) -> Result<(), StoreError> {
+        if !crate::key::is_valid_key(&content.key) {
+            return Err(StoreError::Other(format!(
+                "refusing malformed object key {:?}",
+                content.key
+            )));
+        }
+        match self {
+            ObjectStore::S3(store) => store.put_file(content, source).await,
+            ObjectStore::Local(store) => store.put_file(content, source).await,
+        }
+    }
+
+    /// SHA-256 (hex) and size of the stored object, read back in full (for `verify --deep`).
+    pub async fn read_digest(&self, key: &str) -> Result<Option<(String, u64)>, StoreError> {
+        match self {
+            ObjectStore::S3(store) => store.read_digest(key).await,
+            ObjectStore::Local(store) => store.read_digest(key).await,
+        }
+    }
+
+    /// Every object under `files/`, with its size.
+    pub async fn list_keys(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        match self {
+            ObjectStore::S3(store) => store.list_keys().await,
+            ObjectStore::Local(store) => store.list_keys().await,
+        }
+    }
+
+    /// A short description for logs and `status` (never credentials).
+    pub fn describe(&self) -> String {
+        match self {
+            ObjectStore::S3(store) => store.describe(),
+            ObjectStore::Local(store) => store.describe(),
+        }
+    }
+}

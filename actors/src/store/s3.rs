@@ -1,0 +1,277 @@
+//! The S3-compatible backend (AWS, Garage, MinIO, Supabase Storage).
+//!
+//! Every upload carries the registered SHA-256 as `x-amz-checksum-sha256`, so the server
+//! rejects bytes that changed after hashing. The SDK's own checksum calculation is set to
+//! "when required": its default CRC32 trailers break several S3-compatible servers. Large
+//! files go in parts, each with its own SHA-256; the whole-file hash is checked before the
+//! upload is completed, and the upload is aborted if it does not match.
+
+use super::{Content, StoreError};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use tokio::io::AsyncReadExt;
+
+/// Connection settings, from the `[storage]` section.
+#[derive(Clone, Debug)]
+pub struct S3Settings {
+    pub bucket: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub path_style: bool,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Files at least this large are uploaded in parts.
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    endpoint: String,
+    multipart_threshold: u64,
+    part_size: u64,
+}
+
+impl S3Store {
+    pub fn new(settings: &S3Settings) -> S3Store {
+        let tls = aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        );
+        let http_client = aws_smithy_http_client::Builder::new().tls_provider(tls).build_https();
+        let credentials = Credentials::new(
+            &settings.access_key_id,
+            &settings.secret_access_key,
+            None,
+            None,
+            "filemetasync-config",
+        );
+        let mut builder = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()))
+            .credentials_provider(credentials)
+            .force_path_style(settings.path_style)
+            .http_client(http_client)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        S3Store {
+            client: Client::from_conf(builder.build()),
+            bucket: settings.bucket.clone(),
+            endpoint: settings.endpoint.clone().unwrap_or_else(|| "AWS".into()),
+            multipart_threshold: settings.multipart_threshold,
+            part_size: settings.part_size.max(5 << 20),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!("s3 bucket {} at {}", self.bucket, self.endpoint)
+    }
+
+    pub async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let result = self.client.head_object().bucket(&self.bucket).key(key).send().await;
+        match result {
+            Ok(output) => Ok(Some(output.content_length().unwrap_or(0).max(0) as u64)),
+            Err(SdkError::ServiceError(error)) if error.raw().status().as_u16() == 404 => Ok(None),
+            Err(error) => Err(classify("HEAD", key, error)),
+        }
+    }
+
+    pub async fn put_file(&self, content: &Content, source: &Path) -> Result<(), StoreError> {
+        if content.size >= self.multipart_threshold {
+            return self.put_multipart(content, source).await;
+        }
+        let body = ByteStream::read_from()
+            .path(source)
+            .length(aws_smithy_types::byte_stream::Length::Exact(content.size))
+            .build()
+            .await
+            .map_err(|error| StoreError::Other(format!("open {}: {error}", source.display())))?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&content.key)
+            .content_length(content.size as i64)
+            .checksum_sha256(hex_to_base64(&content.sha256))
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| classify("PUT", &content.key, error))?;
+        Ok(())
+    }
+
+    async fn put_multipart(&self, content: &Content, source: &Path) -> Result<(), StoreError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&content.key)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .map_err(|error| classify("CreateMultipartUpload", &content.key, error))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_owned();
+        let result = self.upload_parts(content, source, &upload_id).await;
+        if result.is_err() {
+            // Best effort: a failed abort only leaves parts that the bucket's lifecycle clears.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&content.key)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn upload_parts(&self, content: &Content, source: &Path, upload_id: &str) -> Result<(), StoreError> {
+        let mut file = tokio::fs::File::open(source)
+            .await
+            .map_err(|error| StoreError::Other(format!("open {}: {error}", source.display())))?;
+        let mut whole = Sha256::new();
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        for part_number in 1.. {
+            let chunk = read_chunk(&mut file, self.part_size as usize)
+                .await
+                .map_err(|error| StoreError::Other(format!("read {}: {error}", source.display())))?;
+            if chunk.is_empty() && part_number > 1 {
+                break;
+            }
+            whole.update(&chunk);
+            total += chunk.len() as u64;
+            let part_sha = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&chunk));
+            let uploaded = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(&content.key)
+                .upload_id(upload_id)
+                .part_number(part_number)
+                .content_length(chunk.len() as i64)
+                .checksum_sha256(&part_sha)
+                .body(ByteStream::from(chunk))
+                .send()
+                .await
+                .map_err(|error| classify("UploadPart", &content.key, error))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(part_number)
+                    .set_e_tag(uploaded.e_tag().map(str::to_owned))
+                    .checksum_sha256(part_sha)
+                    .build(),
+            );
+        }
+        let sha256 = hex::encode(whole.finalize());
+        if sha256 != content.sha256 || total != content.size {
+            return Err(StoreError::ContentMismatch(format!(
+                "{} now has {total} bytes with SHA-256 {sha256}",
+                source.display()
+            )));
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&content.key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|error| classify("CompleteMultipartUpload", &content.key, error))?;
+        Ok(())
+    }
+
+    pub async fn read_digest(&self, key: &str) -> Result<Option<(String, u64)>, StoreError> {
+        let result = self.client.get_object().bucket(&self.bucket).key(key).send().await;
+        let output = match result {
+            Ok(output) => output,
+            Err(SdkError::ServiceError(error)) if error.raw().status().as_u16() == 404 => return Ok(None),
+            Err(error) => return Err(classify("GET", key, error)),
+        };
+        let mut body = output.body;
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        while let Some(chunk) = body
+            .try_next()
+            .await
+            .map_err(|error| StoreError::Other(format!("GET {key}: {error}")))?
+        {
+            hasher.update(&chunk);
+            total += chunk.len() as u64;
+        }
+        Ok(Some((hex::encode(hasher.finalize()), total)))
+    }
+}
+
+impl S3Store {
+    pub async fn list_keys(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix("files/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| classify("LIST", "files/", error))?;
+            for object in page.contents() {
+                let size = object.size().unwrap_or(0).max(0) as u64;
+                keys.push((object.key().unwrap_or_default().to_owned(), size));
+            }
+        }
+        Ok(keys)
+    }
+}
+
+async fn read_chunk(file: &mut tokio::fs::File, size: usize) -> std::io::Result<Vec<u8>> {
+    let mut chunk = vec![0u8; size];
+    let mut filled = 0;
+    while filled < size {
+        let read = file.read(&mut chunk[filled..]).await?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    chunk.truncate(filled);
+    Ok(chunk)
+}
+
+fn hex_to_base64(sha256_hex: &str) -> String {
+    let raw = hex::decode(sha256_hex).unwrap_or_default();
+    base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+/// Split an SDK error into "the bytes are not the registered content" and everything else.
+fn classify<E, R>(operation: &str, key: &str, error: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let code = error.as_service_error().and_then(|e| e.code()).unwrap_or("").to_owned();
+    let text = format!("{operation} {key}: {}", DisplayErrorContext(&error));
+    let mismatch = matches!(
+        code.as_str(),
+        "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch"
+    ) || text.contains("checksum")
+        && (text.contains("mismatch") || text.contains("did not match") || text.contains("BadDigest"));
+    if mismatch {
+        StoreError::ContentMismatch(text)
+    } else {
+        StoreError::Other(text)
+    }
+}

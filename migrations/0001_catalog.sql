@@ -1,0 +1,113 @@
+-- FileMetadataSync catalog, version 1.
+--
+-- The catalog is the source of truth and the only channel between the registration side
+-- (walk, hash, register) and the upload side. See README.md, "Catalog schema".
+
+-- One row per distinct content. The object key is fixed here, when the content is first seen.
+CREATE TABLE file_contents (
+    sha256        text PRIMARY KEY CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    size          bigint NOT NULL CHECK (size >= 0),
+    storage_key   text NOT NULL,
+    first_seen_at timestamptz NOT NULL DEFAULT now(),
+    uploaded_at   timestamptz
+);
+
+-- One row per path under a root. Never hard-deleted by a sync: deleted_at marks a vanished file.
+CREATE TABLE files (
+    id            bigserial PRIMARY KEY,
+    root          text NOT NULL,
+    -- Relative to the root, '/'-separated. A path that is not valid UTF-8 is stored with
+    -- path_encoding = 'percent': each byte that is not part of valid UTF-8, and each '%',
+    -- written as %XX (upper-case hex). Valid UTF-8 paths are stored verbatim.
+    path          text NOT NULL,
+    path_encoding text NOT NULL DEFAULT 'utf8' CHECK (path_encoding IN ('utf8', 'percent')),
+    size          bigint NOT NULL CHECK (size >= 0),
+    mtime         timestamptz NOT NULL,
+    -- mtime with nanoseconds (timestamptz keeps microseconds only); used by the quick check.
+    mtime_ns      bigint NOT NULL,
+    inode         bigint NOT NULL,
+    device        bigint NOT NULL,
+    sha256        text NOT NULL REFERENCES file_contents (sha256),
+    agent         text NOT NULL,
+    first_seen_at timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    deleted_at    timestamptz,
+    UNIQUE (root, path)
+);
+CREATE INDEX files_sha256_live ON files (sha256) WHERE deleted_at IS NULL;
+CREATE INDEX files_root_inode ON files (root, device, inode) WHERE deleted_at IS NULL;
+CREATE INDEX files_updated_at ON files (updated_at);
+
+-- One row per content waiting to be stored. Deleted when the object is stored.
+CREATE TABLE upload_queue (
+    sha256           text PRIMARY KEY REFERENCES file_contents (sha256),
+    state            text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'failed')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    lease_owner      text,
+    lease_expires_at timestamptz,
+    last_error       text,
+    enqueued_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX upload_queue_ready ON upload_queue (next_attempt_at) WHERE state = 'pending';
+
+-- Append-only audit trail.
+CREATE TABLE file_events (
+    id          bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    agent       text NOT NULL,
+    file_id     bigint NOT NULL REFERENCES files (id),
+    kind        text NOT NULL CHECK (kind IN ('created', 'modified', 'moved', 'deleted', 'restored')),
+    root        text NOT NULL,
+    old_path    text,
+    new_path    text,
+    old_sha256  text,
+    new_sha256  text
+);
+CREATE INDEX file_events_file ON file_events (file_id, id);
+
+-- One row per scan of a root: progress and outcome, for `status` and for the unmounted-share
+-- check (the device a root was on at its last complete scan).
+CREATE TABLE scans (
+    id           bigserial PRIMARY KEY,
+    agent        text NOT NULL,
+    root         text NOT NULL,
+    device       bigint,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz,
+    outcome      text CHECK (outcome IN ('complete', 'unavailable', 'failed')),
+    message      text,
+    files_seen   bigint NOT NULL DEFAULT 0,
+    files_new    bigint NOT NULL DEFAULT 0,
+    files_changed bigint NOT NULL DEFAULT 0,
+    files_moved  bigint NOT NULL DEFAULT 0,
+    files_deleted bigint NOT NULL DEFAULT 0,
+    bytes_hashed bigint NOT NULL DEFAULT 0
+);
+CREATE INDEX scans_root ON scans (root, id DESC);
+
+-- Atomic batch dequeue. Takes up to batch_size ready rows that no live lease holds
+-- (an expired lease is a crashed uploader's: its rows come back), leases them to worker,
+-- and counts the attempt. Several uploader processes may call this at once. With roots,
+-- only contents that a live file under one of those roots holds (what this worker can read).
+CREATE FUNCTION dequeue_upload_batch(worker text, batch_size integer, lease interval,
+                                     roots text[] DEFAULT NULL)
+RETURNS SETOF upload_queue
+LANGUAGE sql AS $$
+    UPDATE upload_queue q
+       SET lease_owner = worker,
+           lease_expires_at = now() + lease,
+           attempts = q.attempts + 1
+     WHERE q.sha256 IN (
+            SELECT sha256 FROM upload_queue
+             WHERE state = 'pending'
+               AND next_attempt_at <= now()
+               AND (lease_expires_at IS NULL OR lease_expires_at < now())
+               AND (roots IS NULL OR EXISTS (
+                    SELECT 1 FROM files f
+                     WHERE f.sha256 = upload_queue.sha256 AND f.deleted_at IS NULL AND f.root = ANY (roots)))
+             ORDER BY next_attempt_at
+             LIMIT batch_size
+               FOR UPDATE SKIP LOCKED)
+    RETURNING q.*;
+$$;

@@ -1,0 +1,53 @@
+//! `filemetasync status [--json]`: what the catalog holds and how far the uploads are.
+
+use crate::app;
+use crate::config::Config;
+use std::process::ExitCode;
+
+pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let catalog = app::open_catalog(config).await?;
+    let report = catalog.status().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "files            {:>10}   ({} deleted)",
+        report.files, report.deleted_files
+    );
+    println!(
+        "contents         {:>10}   ({})",
+        report.contents,
+        bytesize::ByteSize(report.content_bytes as u64)
+    );
+    println!(
+        "uploaded         {:>10}   ({})",
+        report.uploaded_contents,
+        bytesize::ByteSize(report.uploaded_bytes as u64)
+    );
+    println!(
+        "queue pending    {:>10}   ({} leased now)",
+        report.queue.pending, report.queue.leased
+    );
+    println!("failed uploads   {:>10}", report.queue.failed);
+    for failed in &report.failed_uploads {
+        println!(
+            "  {} after {} attempts: {}",
+            failed.sha256,
+            failed.attempts,
+            failed.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    for scan in &report.last_scans {
+        println!(
+            "last scan of {:<12} {} by {}: {} ({} files){}",
+            scan.root,
+            scan.finished_at.as_deref().unwrap_or(&scan.started_at),
+            scan.agent,
+            scan.outcome.as_deref().unwrap_or("running"),
+            scan.files_seen,
+            scan.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,459 @@
+//! The configuration: one TOML file, overridden by `FMS_<SECTION>__<KEY>` environment
+//! variables, secrets also from `*_file` keys. `load` reports every problem at once, each
+//! with its key path. `config/filemetasync.example.toml` documents every key.
+
+mod reader;
+
+pub use reader::Problem;
+
+use reader::Section;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Config {
+    /// Name of this agent in the catalog (`files.agent`, events, leases). Default: host name.
+    pub agent: String,
+    pub database: DatabaseConfig,
+    pub storage: StorageConfig,
+    pub roots: Vec<RootConfig>,
+    pub ignore: IgnoreConfig,
+    pub watch: WatchConfig,
+    pub scan: ScanConfig,
+    pub hash: HashConfig,
+    pub upload: UploadConfig,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DatabaseConfig {
+    /// `postgres://user:password@host:port/db`; secret (shown redacted).
+    #[serde(serialize_with = "redact_url")]
+    pub url: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StorageConfig {
+    S3 {
+        bucket: String,
+        endpoint: Option<String>,
+        region: String,
+        path_style: bool,
+        #[serde(serialize_with = "redact")]
+        access_key_id: String,
+        #[serde(serialize_with = "redact")]
+        secret_access_key: String,
+        /// Files at least this large are uploaded in parts.
+        multipart_threshold: u64,
+        part_size: u64,
+    },
+    Local {
+        path: PathBuf,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RootConfig {
+    /// The root's name in the catalog; unique across all agents sharing it.
+    pub label: String,
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct IgnoreConfig {
+    /// Added to the built-in NAS defaults.
+    pub patterns: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    Poll,
+    Native,
+    Auto,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct WatchConfig {
+    pub mode: WatchMode,
+    #[serde(with = "humantime_serde_compat")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    pub debounce: Duration,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ScanConfig {
+    /// Cron expression (minute hour day-of-month month day-of-week), in `timezone`.
+    pub schedule: String,
+    pub timezone: String,
+    pub on_start: bool,
+    /// Registrations per catalog transaction.
+    pub batch_size: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HashConfig {
+    pub workers: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UploadConfig {
+    pub concurrency: u64,
+    pub max_attempts: u64,
+    #[serde(with = "humantime_serde_compat")]
+    pub lease: Duration,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LogConfig {
+    /// None: text on a terminal, JSON otherwise.
+    pub format: Option<LogFormat>,
+    pub level: String,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HttpConfig {
+    pub listen: String,
+}
+
+pub const LOG_LEVELS: &[&str] = &["critical", "error", "warning", "info", "debug", "trace"];
+
+/// The configuration could not be used; every problem found is listed.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(formatter, "invalid configuration ({} problems):", self.0.len())?;
+        for problem in &self.0 {
+            writeln!(formatter, "  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Read `path`, apply `FMS_*` environment overrides, and validate.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let problem = |message: String| {
+        ConfigErrors(vec![Problem {
+            key: "(file)".into(),
+            message,
+        }])
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|error| problem(format!("cannot read {}: {error}", path.display())))?;
+    load_from_str(&text, std::env::vars())
+}
+
+/// Parse TOML `text` with environment overrides from `vars` (for tests and reloads).
+pub fn load_from_str(text: &str, vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigErrors> {
+    let environment: config::Map<String, String> =
+        vars.into_iter().filter(|(key, _)| key.starts_with("FMS_")).collect();
+    let merged = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("FMS")
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(environment)),
+        )
+        .build()
+        .and_then(|merged| merged.try_deserialize::<serde_json::Value>())
+        .map_err(|error| {
+            ConfigErrors(vec![Problem {
+                key: "(file)".into(),
+                message: error.to_string(),
+            }])
+        })?;
+    from_value(merged)
+}
+
+fn from_value(value: serde_json::Value) -> Result<Config, ConfigErrors> {
+    let mut problems = Vec::new();
+    let mut top = Section::root(value, &mut problems);
+    // FMS_CONFIG names the file itself; it is not a setting.
+    top.string("config");
+    let agent = top.string("agent").unwrap_or_else(default_agent);
+    let database = top.section("database", read_database);
+    let storage = top.section("storage", read_storage);
+    let roots = top.tables("roots", read_root);
+    let ignore = top.section("ignore", |s| IgnoreConfig {
+        patterns: s.strings("patterns").unwrap_or_default(),
+    });
+    let watch = top.section("watch", read_watch);
+    let scan = top.section("scan", read_scan);
+    let hash = top.section("hash", |s| HashConfig {
+        workers: s.integer("workers", 1, 256).unwrap_or_else(default_workers),
+    });
+    let upload = top.section("upload", read_upload);
+    let log = top.section("log", read_log);
+    let http = top.section("http", |s| HttpConfig {
+        listen: s.string("listen").unwrap_or_else(|| "0.0.0.0:9187".into()),
+    });
+    top.finish();
+    drop(top);
+    let config = Config {
+        agent,
+        database,
+        storage,
+        roots,
+        ignore,
+        watch,
+        scan,
+        hash,
+        upload,
+        log,
+        http,
+    };
+    validate(&config, &mut problems);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(problems))
+    }
+}
+
+fn read_database(section: &mut Section) -> DatabaseConfig {
+    let url = section.secret("url");
+    if url.is_none() {
+        section.problem("url", "is required (or url_file)");
+    }
+    DatabaseConfig {
+        url: url.unwrap_or_default(),
+    }
+}
+
+fn read_storage(section: &mut Section) -> StorageConfig {
+    let kind = section.string("kind").unwrap_or_else(|| "local".into());
+    let multipart_threshold = section.bytes("multipart_threshold").unwrap_or(64 << 20);
+    let part_size = section.bytes("part_size").unwrap_or(16 << 20);
+    match kind.as_str() {
+        "s3" => {
+            let bucket = section.string("bucket");
+            let bucket = required_value(section, "bucket", bucket);
+            let access_key_id = section.required_secret("access_key_id");
+            let secret_access_key = section.required_secret("secret_access_key");
+            if part_size < 5 << 20 {
+                section.problem("part_size", "must be at least 5MiB (the S3 minimum)");
+            }
+            // path is a local-store key; tolerate it so one file can switch kinds.
+            section.string("path");
+            StorageConfig::S3 {
+                bucket,
+                endpoint: section.string("endpoint"),
+                region: section.string("region").unwrap_or_else(|| "us-east-1".into()),
+                path_style: section.bool("path_style").unwrap_or(true),
+                access_key_id,
+                secret_access_key,
+                multipart_threshold,
+                part_size,
+            }
+        }
+        "local" => {
+            for key in [
+                "bucket",
+                "endpoint",
+                "region",
+                "path_style",
+                "access_key_id",
+                "secret_access_key",
+            ] {
+                section.string(key);
+            }
+            let path = section.string("path");
+            let path = required_value(section, "path", path);
+            StorageConfig::Local {
+                path: PathBuf::from(path),
+            }
+        }
+        other => {
+            section.problem("kind", format!("must be \"s3\" or \"local\", not {other:?}"));
+            section.finish();
+            StorageConfig::Local { path: PathBuf::new() }
+        }
+    }
+}
+
+fn required_value(section: &mut Section, key: &str, value: Option<String>) -> String {
+    match value {
+        Some(value) if !value.is_empty() => value,
+        _ => {
+            section.problem(key, "is required");
+            String::new()
+        }
+    }
+}
+
+fn read_root(section: &mut Section) -> RootConfig {
+    let label = section.string("label");
+    let label = required_value(section, "label", label);
+    let path = section.string("path");
+    let path = required_value(section, "path", path);
+    RootConfig {
+        label,
+        path: PathBuf::from(path),
+    }
+}
+
+fn read_watch(section: &mut Section) -> WatchConfig {
+    let mode = match section.string("mode").as_deref() {
+        None | Some("poll") => WatchMode::Poll,
+        Some("native") => WatchMode::Native,
+        Some("auto") => WatchMode::Auto,
+        Some(other) => {
+            section.problem(
+                "mode",
+                format!("must be \"poll\", \"native\" or \"auto\", not {other:?}"),
+            );
+            WatchMode::Poll
+        }
+    };
+    WatchConfig {
+        mode,
+        poll_interval: section.duration("poll_interval").unwrap_or(Duration::from_secs(2)),
+        debounce: section.duration("debounce").unwrap_or(Duration::from_secs(3)),
+    }
+}
+
+fn read_scan(section: &mut Section) -> ScanConfig {
+    ScanConfig {
+        schedule: section.string("schedule").unwrap_or_else(|| "0 3 * * *".into()),
+        timezone: section
+            .string("timezone")
+            .unwrap_or_else(|| std::env::var("TZ").unwrap_or_else(|_| "UTC".into())),
+        on_start: section.bool("on_start").unwrap_or(true),
+        batch_size: section.integer("batch_size", 1, 100_000).unwrap_or(1000),
+    }
+}
+
+fn read_upload(section: &mut Section) -> UploadConfig {
+    UploadConfig {
+        concurrency: section.integer("concurrency", 1, 256).unwrap_or(8),
+        max_attempts: section.integer("max_attempts", 1, 1000).unwrap_or(10),
+        lease: section.duration("lease").unwrap_or(Duration::from_secs(15 * 60)),
+    }
+}
+
+fn read_log(section: &mut Section) -> LogConfig {
+    let format = match section.string("format").as_deref() {
+        None => None,
+        Some("json") => Some(LogFormat::Json),
+        Some("text") => Some(LogFormat::Text),
+        Some(other) => {
+            section.problem("format", format!("must be \"json\" or \"text\", not {other:?}"));
+            None
+        }
+    };
+    let level = section
+        .string("level")
+        .unwrap_or_else(|| "info".into())
+        .to_ascii_lowercase();
+    if !LOG_LEVELS.contains(&level.as_str()) {
+        section.problem(
+            "level",
+            format!("must be one of {}, not {level:?}", LOG_LEVELS.join(", ")),
+        );
+    }
+    LogConfig { format, level }
+}
+
+/// Rules across sections.
+fn validate(config: &Config, problems: &mut Vec<Problem>) {
+    let mut add = |key: String, message: String| problems.push(Problem { key, message });
+    if !config.database.url.is_empty() && config.database.url.parse::<tokio_postgres_config::Config>().is_err() {
+        add("database.url".into(), "is not a valid PostgreSQL connection URL".into());
+    }
+    if config.roots.is_empty() {
+        add("roots".into(), "at least one [[roots]] entry is required".into());
+    }
+    for (index, root) in config.roots.iter().enumerate() {
+        if config.roots[..index].iter().any(|other| other.label == root.label) {
+            add(
+                format!("roots[{index}].label"),
+                format!("{:?} is used twice", root.label),
+            );
+        }
+        if !root.path.as_os_str().is_empty() && !root.path.is_absolute() {
+            add(format!("roots[{index}].path"), "must be an absolute path".into());
+        }
+    }
+    for (index, pattern) in config.ignore.patterns.iter().enumerate() {
+        if let Err(error) = fms_actors::fs::IgnoreMatcher::check_pattern(pattern) {
+            add(
+                format!("ignore.patterns[{index}]"),
+                format!("{pattern:?} is not a valid glob: {error}"),
+            );
+        }
+    }
+    if config.http.listen.parse::<std::net::SocketAddr>().is_err() {
+        add(
+            "http.listen".into(),
+            format!("{:?} is not an address such as \"0.0.0.0:9187\"", config.http.listen),
+        );
+    }
+}
+
+fn default_agent() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "filemetasync".into())
+}
+
+fn default_workers() -> u64 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(2)
+        .min(4)
+}
+
+fn redact<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(if value.is_empty() { "" } else { "***" })
+}
+
+fn redact_url<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&redacted_url(value))
+}
+
+/// The URL with its password replaced by `***`.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Durations shown as "2s", "15m".
+mod humantime_serde_compat {
+    pub fn serialize<S: serde::Serializer>(value: &std::time::Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*value).to_string())
+    }
+}
+
+/// tokio-postgres's URL parser, reached through the engine crate.
+mod tokio_postgres_config {
+    pub use fms_actors::catalog::PgConfig as Config;
+}
+
+#[cfg(test)]
+mod tests;

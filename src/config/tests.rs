@@ -1,0 +1,162 @@
+use super::*;
+
+const GOOD: &str = r#"
+agent = "nas-01"
+[database]
+url = "postgres://fms:hunter2@db:5432/fms"
+[storage]
+kind = "s3"
+bucket = "nas"
+endpoint = "http://garage:3900"
+region = "garage"
+access_key_id = "GK123"
+secret_access_key = "s3cr3t"
+[[roots]]
+label = "documents"
+path = "/data/documents"
+[ignore]
+patterns = ["*.bak"]
+[watch]
+poll_interval = "2s"
+[upload]
+concurrency = 4
+"#;
+
+fn no_env() -> Vec<(String, String)> {
+    Vec::new()
+}
+
+fn keys(errors: ConfigErrors) -> Vec<String> {
+    errors.0.into_iter().map(|problem| problem.key).collect()
+}
+
+#[test]
+fn a_good_file_loads_with_defaults() {
+    let config = load_from_str(GOOD, no_env()).unwrap();
+    assert_eq!(config.agent, "nas-01");
+    assert_eq!(
+        config.roots,
+        vec![RootConfig {
+            label: "documents".into(),
+            path: "/data/documents".into()
+        }]
+    );
+    assert_eq!(config.upload.concurrency, 4);
+    assert_eq!(config.watch.debounce, Duration::from_secs(3));
+    assert_eq!(config.scan.schedule, "0 3 * * *");
+    assert!(matches!(
+        config.storage,
+        StorageConfig::S3 {
+            path_style: true,
+            multipart_threshold: 67108864,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_key_path() {
+    let text = r#"
+colour = "blue"
+[database]
+[storage]
+kind = "s3"
+part_size = "1MiB"
+[[roots]]
+label = "a"
+path = "relative/path"
+[[roots]]
+label = "a"
+path = "/x"
+extra = 1
+[watch]
+mode = "sometimes"
+debounce = "soon"
+[upload]
+concurrency = 0
+[log]
+level = "loud"
+[ignore]
+patterns = ["[oops"]
+"#;
+    let mut found = keys(load_from_str(text, no_env()).unwrap_err());
+    found.sort();
+    let mut expected = vec![
+        "colour",
+        "database.url",
+        "storage.bucket",
+        "storage.access_key_id",
+        "storage.secret_access_key",
+        "storage.part_size",
+        "roots[0].path",
+        "roots[1].label",
+        "roots[1].extra",
+        "watch.mode",
+        "watch.debounce",
+        "upload.concurrency",
+        "log.level",
+        "ignore.patterns[0]",
+    ];
+    expected.sort();
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let vars = vec![
+        ("FMS_UPLOAD__CONCURRENCY".to_string(), "16".to_string()),
+        ("FMS_STORAGE__BUCKET".to_string(), "other".to_string()),
+        ("FMS_WATCH__MODE".to_string(), "native".to_string()),
+        ("UNRELATED".to_string(), "x".to_string()),
+    ];
+    let config = load_from_str(GOOD, vars).unwrap();
+    assert_eq!(config.upload.concurrency, 16);
+    assert_eq!(config.watch.mode, WatchMode::Native);
+    assert!(matches!(config.storage, StorageConfig::S3 { ref bucket, .. } if bucket == "other"));
+}
+
+#[test]
+fn bad_environment_value_names_its_key() {
+    let vars = vec![("FMS_UPLOAD__CONCURRENCY".to_string(), "lots".to_string())];
+    assert_eq!(keys(load_from_str(GOOD, vars).unwrap_err()), vec!["upload.concurrency"]);
+}
+
+#[test]
+fn secrets_come_from_files_and_are_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "from-file-secret\n").unwrap();
+    let text = GOOD.replace(
+        "secret_access_key = \"s3cr3t\"",
+        &format!("secret_access_key_file = \"{}\"", secret_file.display()),
+    );
+    let config = load_from_str(&text, no_env()).unwrap();
+    let StorageConfig::S3 { secret_access_key, .. } = &config.storage else {
+        panic!("s3 expected")
+    };
+    assert_eq!(secret_access_key, "from-file-secret");
+    let shown = serde_json::to_string(&config).unwrap();
+    for secret in ["from-file-secret", "hunter2", "GK123"] {
+        assert!(!shown.contains(secret), "{secret} leaked into {shown}");
+    }
+    assert!(shown.contains("postgres://fms:***@db:5432/fms"));
+}
+
+#[test]
+fn missing_secret_file_is_a_problem_of_that_key() {
+    let text = GOOD.replace(
+        "secret_access_key = \"s3cr3t\"",
+        "secret_access_key_file = \"/nonexistent/x\"",
+    );
+    assert_eq!(
+        keys(load_from_str(&text, no_env()).unwrap_err()),
+        vec!["storage.secret_access_key_file"]
+    );
+}
+
+#[test]
+fn redacted_url_table() {
+    assert_eq!(redacted_url("postgres://u:p@h/db"), "postgres://u:***@h/db");
+    assert_eq!(redacted_url("postgres://u@h/db"), "postgres://u@h/db");
+    assert_eq!(redacted_url("host=/tmp dbname=x"), "host=/tmp dbname=x");
+}

@@ -1,0 +1,110 @@
+//! FileMetadataSync: keeps a PostgreSQL catalog of every file under a NAS's shared folders
+//! and stores each distinct content once in object storage.
+//!
+//! # Layout
+//!
+//! * `main.rs` — the command line and exit codes (0 success, 1 runtime failure, 2 bad usage
+//!   or invalid configuration).
+//! * `config/` — loading and validating the configuration.
+//! * `logging.rs` — the slog log stream.
+//! * `app.rs` — building the engine's parts from the configuration.
+//! * `commands/` — one module per command.
+//!
+//! The engine itself (walk, hash, catalog, store, upload) is the `fms-actors` crate.
+
+mod app;
+mod commands;
+mod config;
+mod logging;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "filemetasync",
+    version,
+    about = "Catalog NAS files in PostgreSQL and store each content once"
+)]
+struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "FMS_CONFIG",
+        default_value = "/config/filemetasync.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// One full reconciliation of all roots, then exit.
+    Scan(commands::scan::ScanArgs),
+    /// Apply the catalog's migrations.
+    Migrate,
+    /// Files, contents, bytes, queue depth, failed uploads, last scans.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Validate, and print the effective configuration with secrets redacted.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::load(&cli.config) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("filemetasync: {errors}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Config {
+        action: ConfigAction::Check,
+    } = cli.command
+    {
+        return report(commands::config_check(&config));
+    }
+    let (log, _guard) = logging::build(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("filemetasync: cannot start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Scan(args) => commands::scan::run(&config, &log, args).await,
+            Command::Migrate => commands::migrate(&config, &log).await,
+            Command::Status { json } => commands::status::run(&config, *json).await,
+            Command::Config { .. } => unreachable!("handled above"),
+        }
+    });
+    report(result)
+}
+
+fn report(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("filemetasync: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}

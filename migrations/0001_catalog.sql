@@ -46,10 +46,15 @@ CREATE TABLE upload_queue (
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
     lease_owner      text,
     lease_expires_at timestamptz,
+    -- Key of a session-level advisory lock the lease owner holds while its connection lives:
+    -- when it is gone (a crashed or killed uploader), the lease is reclaimed at once instead
+    -- of at lease_expires_at.
+    lease_lock       bigint,
     last_error       text,
     enqueued_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX upload_queue_ready ON upload_queue (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX upload_queue_leased ON upload_queue (lease_lock) WHERE lease_owner IS NOT NULL;
 
 -- Append-only audit trail.
 CREATE TABLE file_events (
@@ -86,28 +91,38 @@ CREATE TABLE scans (
 );
 CREATE INDEX scans_root ON scans (root, id DESC);
 
--- Atomic batch dequeue. Takes up to batch_size ready rows that no live lease holds
--- (an expired lease is a crashed uploader's: its rows come back), leases them to worker,
--- and counts the attempt. Several uploader processes may call this at once. With roots,
--- only contents that a live file under one of those roots holds (what this worker can read).
+-- Atomic batch dequeue. Takes up to batch_size ready rows that no live lease holds, leases
+-- them to worker, and counts the attempt. Several uploader processes may call this at once.
+-- A lease is dead when it expired, or when its lease_lock advisory lock is no longer held
+-- (its owner's connection is gone): its rows come back. With roots, only contents that a
+-- live file under one of those roots holds (what this worker can read). With lock_key, the
+-- caller holds pg_advisory_lock(lock_key) on its session for as long as it works.
 CREATE FUNCTION dequeue_upload_batch(worker text, batch_size integer, lease interval,
-                                     roots text[] DEFAULT NULL)
+                                     roots text[] DEFAULT NULL, lock_key bigint DEFAULT NULL)
 RETURNS SETOF upload_queue
 LANGUAGE sql AS $$
+    WITH held AS MATERIALIZED (
+        SELECT (classid::bigint << 32) | objid::bigint AS key
+          FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted),
+    candidates AS (
+        SELECT sha256 FROM upload_queue
+         WHERE state = 'pending'
+           AND next_attempt_at <= now()
+           AND (lease_owner IS NULL
+                OR lease_expires_at < now()
+                OR (lease_lock IS NOT NULL AND lease_lock NOT IN (SELECT key FROM held)))
+           AND (roots IS NULL OR EXISTS (
+                SELECT 1 FROM files f
+                 WHERE f.sha256 = upload_queue.sha256 AND f.deleted_at IS NULL AND f.root = ANY (roots)))
+         ORDER BY next_attempt_at
+         LIMIT batch_size
+           FOR UPDATE SKIP LOCKED)
     UPDATE upload_queue q
        SET lease_owner = worker,
            lease_expires_at = now() + lease,
+           lease_lock = lock_key,
            attempts = q.attempts + 1
-     WHERE q.sha256 IN (
-            SELECT sha256 FROM upload_queue
-             WHERE state = 'pending'
-               AND next_attempt_at <= now()
-               AND (lease_expires_at IS NULL OR lease_expires_at < now())
-               AND (roots IS NULL OR EXISTS (
-                    SELECT 1 FROM files f
-                     WHERE f.sha256 = upload_queue.sha256 AND f.deleted_at IS NULL AND f.root = ANY (roots)))
-             ORDER BY next_attempt_at
-             LIMIT batch_size
-               FOR UPDATE SKIP LOCKED)
+      FROM candidates c
+     WHERE q.sha256 = c.sha256
     RETURNING q.*;
 $$;

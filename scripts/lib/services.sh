@@ -99,7 +99,8 @@ TOML
   SERVICES_CLEANUP+=("kill $GARAGE_PID")
   local node="" i
   for i in $(seq 1 100); do
-    node=$(garage -c "$dir/garage.toml" node id -q 2>/dev/null) && break
+    garage -c "$dir/garage.toml" status >/dev/null 2>&1 \
+      && node=$(garage -c "$dir/garage.toml" node id -q 2>/dev/null) && break
     sleep 0.2
   done
   [ -n "$node" ] || { cat "$dir/server.log" >&2; return 1; }

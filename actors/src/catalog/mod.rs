@@ -50,6 +50,9 @@ pub struct Catalog {
     /// Lease owner in the upload queue: unique per process, so that two uploaders of one
     /// agent never mistake each other's leases for their own.
     worker: String,
+    /// Key of the session advisory lock that marks this connection's leases as alive.
+    lock_key: i64,
+    lock_taken: std::sync::atomic::AtomicBool,
 }
 
 impl Catalog {
@@ -68,6 +71,8 @@ impl Catalog {
             client,
             agent: agent.to_owned(),
             worker,
+            lock_key: rand::random::<i64>(),
+            lock_taken: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

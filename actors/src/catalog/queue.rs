@@ -41,9 +41,9 @@ impl Catalog {
             .client
             .query(
                 "SELECT q.sha256, c.size, c.storage_key, q.attempts, c.uploaded_at IS NOT NULL
-                   FROM dequeue_upload_batch($1, $2, $3::text::interval, $4) q
+                   FROM dequeue_upload_batch($1, $2, $3::text::interval, $4, $5) q
                    JOIN file_contents c USING (sha256)",
-                &[&self.worker, &batch_size, &lease, &roots],
+                &[&self.worker, &batch_size, &lease, &roots, &self.liveness_lock().await?],
             )
             .await?;
         Ok(rows
@@ -56,6 +56,16 @@ impl Catalog {
                 already_uploaded: row.get(4),
             })
             .collect())
+    }
+
+    /// The advisory lock this connection holds while it lives (taken on first use); the
+    /// queue reclaims our leases as soon as it is gone.
+    async fn liveness_lock(&self) -> Result<i64, CatalogError> {
+        let key = self.lock_key;
+        if !self.lock_taken.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.client.execute("SELECT pg_advisory_lock($1)", &[&key]).await?;
+        }
+        Ok(key)
     }
 
     /// Live files holding `sha256` under `roots`, newest first.
@@ -108,7 +118,7 @@ impl Catalog {
             .client
             .query_opt(
                 "UPDATE upload_queue
-                    SET lease_owner = NULL, lease_expires_at = NULL, last_error = $2,
+                    SET lease_owner = NULL, lease_expires_at = NULL, lease_lock = NULL, last_error = $2,
                         next_attempt_at = now() + $3::text::interval,
                         state = CASE WHEN attempts >= $4 THEN 'failed' ELSE 'pending' END
                   WHERE sha256 = $1 AND lease_owner = $5
@@ -138,7 +148,7 @@ impl Catalog {
         Ok(self
             .client
             .execute(
-                "UPDATE upload_queue SET lease_owner = NULL, lease_expires_at = NULL,
+                "UPDATE upload_queue SET lease_owner = NULL, lease_expires_at = NULL, lease_lock = NULL,
                         attempts = greatest(attempts - 1, 0)
                   WHERE lease_owner = $1",
                 &[&self.worker],

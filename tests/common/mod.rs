@@ -1,0 +1,471 @@
+//! Test harness for the end-to-end tests: a database of its own per test (on the PostgreSQL
+//! that scripts/test.sh provides), a Garage instance of its own per test (so that its request
+//! counters are this test's alone, and the test may stop it), corpora from make-corpus.py,
+//! and the real binary.
+#![allow(dead_code)]
+
+use fms_actors::store::{ObjectStore, S3Settings, S3Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tokio_postgres::{Client, NoTls};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_filemetasync");
+
+fn admin_url() -> String {
+    std::env::var("FMSTEST_PG_ADMIN_URL").expect(
+        "FMSTEST_PG_ADMIN_URL is not set: run the tests through scripts/test.sh, which provides PostgreSQL and Garage",
+    )
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{:08x}", std::process::id(), rand_u32())
+}
+
+fn rand_u32() -> u32 {
+    let mut bytes = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut bytes)
+        .unwrap();
+    u32::from_le_bytes(bytes)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A database of this test's own.
+pub struct Database {
+    pub url: String,
+    pub client: Client,
+}
+
+impl Database {
+    pub async fn create(name: &str) -> Database {
+        let admin_url = admin_url();
+        let name = unique(&format!("fms_{name}"));
+        let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls)
+            .await
+            .expect("connect to PostgreSQL");
+        tokio::spawn(connection);
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let url = match admin_url.rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("admin URL without a database: {admin_url}"),
+        };
+        let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(connection);
+        Database { url, client }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.client
+            .query_one(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0)
+    }
+
+    /// Live files as path -> (size, sha256).
+    pub async fn live_files(&self, root: &str) -> BTreeMap<String, (i64, String)> {
+        let rows = self
+            .client
+            .query(
+                "SELECT path, size, sha256 FROM files WHERE root = $1 AND deleted_at IS NULL",
+                &[&root],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|row| (row.get(0), (row.get(1), row.get(2)))).collect()
+    }
+}
+
+/// A Garage server of this test's own, with a key and a bucket.
+pub struct Garage {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    child: Option<Child>,
+    pub endpoint: String,
+    admin: String,
+    pub key_id: String,
+    pub secret: String,
+    pub bucket: String,
+}
+
+fn garage_command() -> Command {
+    let mut command = Command::new("garage");
+    let home = std::env::var("HOME").unwrap_or_default();
+    let path = std::env::var("PATH").unwrap_or_default();
+    command.env("PATH", format!("{home}/.cargo/bin:{path}"));
+    command
+}
+
+fn hex(bytes: usize) -> String {
+    let mut raw = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut raw)
+        .unwrap();
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Garage {
+    pub fn start() -> Garage {
+        let dir = tempfile::tempdir().unwrap();
+        let (s3, rpc, admin) = (free_port(), free_port(), free_port());
+        let config = dir.path().join("garage.toml");
+        let text = format!(
+            "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"lmdb\"\nreplication_factor = 1\n\
+             rpc_bind_addr = \"127.0.0.1:{rpc}\"\nrpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
+             metadata_fsync = false\ndata_fsync = false\n\
+             [s3_api]\ns3_region = \"garage\"\napi_bind_addr = \"127.0.0.1:{s3}\"\nroot_domain = \".s3.garage.localhost\"\n\
+             [admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
+            d = dir.path().display(),
+            secret = hex(32),
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut garage = Garage {
+            child: None,
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            admin: format!("127.0.0.1:{admin}"),
+            key_id: format!("GK{}", hex(12)),
+            secret: hex(32),
+            bucket: "fms".into(),
+            config,
+            dir,
+        };
+        garage.spawn();
+        let node = garage.wait_for_node();
+        garage.cli(&["layout", "assign", "-z", "dc1", "-c", "10G", &node]);
+        garage.cli(&["layout", "apply", "--version", "1"]);
+        let (key_id, secret) = (garage.key_id.clone(), garage.secret.clone());
+        garage.cli(&["key", "import", "--yes", "-n", "test", &key_id, &secret]);
+        garage.cli(&["bucket", "create", "fms"]);
+        garage.cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", "fms", "--key", &key_id,
+        ]);
+        garage
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .unwrap();
+        let child = garage_command()
+            .arg("-c")
+            .arg(&self.config)
+            .arg("server")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start garage (installed by scripts/test.sh)");
+        self.child = Some(child);
+    }
+
+    fn wait_for_node(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            // `node id` reads local files; `status` needs the running server.
+            let running = garage_command()
+                .arg("-c")
+                .arg(&self.config)
+                .arg("status")
+                .output()
+                .unwrap();
+            let output = garage_command()
+                .arg("-c")
+                .arg(&self.config)
+                .args(["node", "id", "-q"])
+                .output()
+                .unwrap();
+            if running.status.success() && output.status.success() {
+                let id = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+                return id.split('@').next().unwrap().to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "garage did not start: {}",
+            std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        );
+    }
+
+    fn cli(&self, args: &[&str]) {
+        let output = garage_command()
+            .arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "garage {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start again on the same data (after `stop`), and wait until the S3 port answers.
+    pub fn restart(&mut self) {
+        self.spawn();
+        self.wait_for_node();
+        let address = self.endpoint.trim_start_matches("http://").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(Instant::now() < deadline, "garage S3 port did not come back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Requests that stored an object, counted by the server itself.
+    pub fn store_requests(&self) -> u64 {
+        let metrics = self.metrics();
+        ["PutObject", "CompleteMultipartUpload"]
+            .iter()
+            .map(|endpoint| metric(&metrics, endpoint))
+            .sum()
+    }
+
+    fn metrics(&self) -> String {
+        let mut stream = std::net::TcpStream::connect(&self.admin).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    pub fn store(&self) -> ObjectStore {
+        ObjectStore::S3(S3Store::new(&S3Settings {
+            bucket: self.bucket.clone(),
+            endpoint: Some(self.endpoint.clone()),
+            region: "garage".into(),
+            path_style: true,
+            access_key_id: self.key_id.clone(),
+            secret_access_key: self.secret.clone(),
+            multipart_threshold: 5 << 20,
+            part_size: 5 << 20,
+        }))
+    }
+
+    /// The `[storage]` section for a configuration file.
+    pub fn storage_toml(&self) -> String {
+        format!(
+            "[storage]\nkind = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"garage\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\nmultipart_threshold = \"5MiB\"\npart_size = \"5MiB\"\n",
+            self.bucket, self.endpoint, self.key_id, self.secret
+        )
+    }
+}
+
+fn metric(metrics: &str, endpoint: &str) -> u64 {
+    let prefix = format!("api_s3_request_counter{{api_endpoint=\"{endpoint}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One line of make-corpus.py's manifest.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ManifestEntry {
+    pub path: String,
+    pub size: i64,
+    pub sha256: String,
+    pub ignored: bool,
+}
+
+/// A tree made by ../shared/bench/make-corpus.py, with its manifest.
+pub fn make_corpus(out: &Path, files: usize, extra: &[&str]) -> Vec<ManifestEntry> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/make-corpus.py");
+    assert!(
+        script.exists(),
+        "{} is missing (shared/ must sit beside the repository)",
+        script.display()
+    );
+    let manifest = out.with_extension("manifest.jsonl");
+    let status = Command::new("python3")
+        .arg(&script)
+        .arg(out)
+        .args(["--files", &files.to_string(), "--manifest"])
+        .arg(&manifest)
+        .args(extra)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "make-corpus failed");
+    std::fs::read_to_string(&manifest)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The expected catalog of a manifest: path -> (size, sha256), ignored entries left out.
+pub fn expected_files(manifest: &[ManifestEntry]) -> BTreeMap<String, (i64, String)> {
+    manifest
+        .iter()
+        .filter(|m| !m.ignored)
+        .map(|m| (m.path.clone(), (m.size, m.sha256.clone())))
+        .collect()
+}
+
+/// A configuration file and the binary run with it.
+pub struct Fms {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Fms {
+    /// `roots` are (label, path); `extra` is appended to the file as it is.
+    pub fn new(database: &Database, storage_toml: &str, roots: &[(&str, &Path)], extra: &str) -> Fms {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            "agent = \"test\"\n[database]\nurl = \"{}\"\n{storage_toml}\n",
+            database.url
+        );
+        for (label, path) in roots {
+            text.push_str(&format!(
+                "[[roots]]\nlabel = \"{label}\"\npath = \"{}\"\n",
+                path.display()
+            ));
+        }
+        text.push_str("[log]\nformat = \"json\"\nlevel = \"info\"\n");
+        text.push_str(extra);
+        let config = dir.path().join("filemetasync.toml");
+        std::fs::write(&config, text).unwrap();
+        Fms { dir, config }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(BINARY);
+        command.arg("--config").arg(&self.config).args(args);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("FMS_") {
+                command.env_remove(key);
+            }
+        }
+        command
+    }
+
+    /// `migrate`, so that a test can watch the catalog from the start.
+    pub fn migrate(&self) {
+        let output = self.run(&["migrate"]);
+        assert!(
+            output.status.success(),
+            "migrate: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// `scan --wait --json`, expecting `code`; returns the summary.
+    pub fn scan(&self, code: i32) -> serde_json::Value {
+        self.scan_with(&["scan", "--wait", "--json"], code)
+    }
+
+    pub fn scan_with(&self, args: &[&str], code: i32) -> serde_json::Value {
+        let output = self.run(args);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "scan exit code\nstdout:\n{}\nstderr:\n{}",
+            tail(&stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        summary_of(&stdout)
+    }
+}
+
+/// A running `filemetasync`, killed if the test ends (or panics) before it exits.
+pub struct Running(pub Option<Child>);
+
+impl Running {
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("running")
+    }
+
+    pub fn take(&mut self) -> Child {
+        self.0.take().expect("running")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Fms {
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        Running(Some(
+            self.command(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        ))
+    }
+}
+
+/// The pretty-printed JSON summary at the end of stdout (log lines come before it).
+pub fn summary_of(stdout: &str) -> serde_json::Value {
+    let start = stdout
+        .rfind("\n{\n")
+        .map(|i| i + 1)
+        .or_else(|| stdout.starts_with("{\n").then_some(0));
+    let start = start.unwrap_or_else(|| panic!("no summary in output:\n{}", tail(stdout)));
+    let mut values = serde_json::Deserializer::from_str(&stdout[start..]).into_iter::<serde_json::Value>();
+    match values.next() {
+        Some(Ok(value)) => value,
+        other => panic!("bad summary ({other:?}):\n{}", &stdout[start..]),
+    }
+}
+
+pub fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Every object's bytes hash to the SHA-256 in its key; returns those hashes.
+pub async fn assert_store_matches_keys(store: &ObjectStore) -> BTreeSet<String> {
+    use futures::stream::{self, StreamExt};
+    let keys = store.list_keys().await.unwrap();
+    let checked: Vec<String> = stream::iter(keys)
+        .map(|(key, size)| async move {
+            let (sha256, read) = store.read_digest(&key).await.unwrap().expect("listed object exists");
+            let from_key = &key["files/".len().."files/".len() + 64];
+            assert_eq!(&sha256, from_key, "object {key} does not hash to its key");
+            assert_eq!(read, size);
+            sha256
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    checked.into_iter().collect()
+}

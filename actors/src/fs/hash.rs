@@ -41,6 +41,12 @@ pub enum HashError {
 /// Hash `path`. Opens without following a symlink and without blocking on a FIFO that took
 /// the file's place since the walk.
 pub fn hash_file(path: &Path) -> Result<Hashed, HashError> {
+    hash_file_observed(path, &mut || {})
+}
+
+/// `hash_file`, calling `after_first_read` once the first buffer is read (tests use it to
+/// change or delete the file mid-read, deterministically).
+pub fn hash_file_observed(path: &Path, after_first_read: &mut dyn FnMut()) -> Result<Hashed, HashError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -51,7 +57,7 @@ pub fn hash_file(path: &Path) -> Result<Hashed, HashError> {
         return Err(HashError::NotRegular);
     }
     advise_sequential(&file);
-    let (sha256, bytes_read) = digest(&file)?;
+    let (sha256, bytes_read) = digest_observed(&file, after_first_read)?;
     let after_fd = FileStat::from_metadata(&file.metadata()?);
     let after_path = match std::fs::symlink_metadata(path) {
         Ok(metadata) => FileStat::from_metadata(&metadata),
@@ -66,7 +72,11 @@ pub fn hash_file(path: &Path) -> Result<Hashed, HashError> {
 }
 
 /// SHA-256 of everything readable from `reader`, and how many bytes that was.
-pub fn digest(mut reader: impl Read) -> std::io::Result<(String, u64)> {
+pub fn digest(reader: impl Read) -> std::io::Result<(String, u64)> {
+    digest_observed(reader, &mut || {})
+}
+
+fn digest_observed(mut reader: impl Read, after_first_read: &mut dyn FnMut()) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; READ_BUFFER];
     let mut total = 0u64;
@@ -78,6 +88,9 @@ pub fn digest(mut reader: impl Read) -> std::io::Result<(String, u64)> {
             Err(error) => return Err(error),
         };
         hasher.update(&buffer[..read]);
+        if total == 0 {
+            after_first_read();
+        }
         total += read as u64;
     }
     Ok((hex::encode(hasher.finalize()), total))
@@ -121,6 +134,60 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(hashed.stat.size, 3);
+    }
+
+    fn big_file(dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("big.bin");
+        std::fs::write(&path, vec![7u8; 3 * READ_BUFFER]).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_file_appended_to_while_read_is_reported_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = big_file(dir.path());
+        let result = hash_file_observed(&path, &mut || {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .write_all(b"more")
+                .unwrap();
+        });
+        assert!(matches!(result, Err(HashError::Changed)), "{result:?}");
+    }
+
+    #[test]
+    fn a_file_rewritten_in_place_while_read_is_reported_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = big_file(dir.path());
+        let result = hash_file_observed(&path, &mut || {
+            // Same size, new bytes: only the mtime tells.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::fs::write(&path, vec![8u8; 3 * READ_BUFFER]).unwrap();
+        });
+        assert!(matches!(result, Err(HashError::Changed)), "{result:?}");
+    }
+
+    #[test]
+    fn a_file_replaced_by_rename_while_read_is_reported_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = big_file(dir.path());
+        let result = hash_file_observed(&path, &mut || {
+            let other = dir.path().join("other");
+            std::fs::write(&other, vec![7u8; 3 * READ_BUFFER]).unwrap();
+            std::fs::rename(&other, &path).unwrap();
+        });
+        assert!(matches!(result, Err(HashError::Changed)), "{result:?}");
+    }
+
+    #[test]
+    fn a_file_deleted_while_read_is_reported_vanished() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = big_file(dir.path());
+        let result = hash_file_observed(&path, &mut || std::fs::remove_file(&path).unwrap());
+        assert!(matches!(result, Err(HashError::Vanished)), "{result:?}");
     }
 
     #[test]

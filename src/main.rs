@@ -52,6 +52,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the SHA-256 of files as the catalog records them (like sha256sum), with the
+    /// same streaming code the scan uses. Needs no configuration.
+    Hash {
+        files: Vec<PathBuf>,
+        /// Also print the throughput on stderr.
+        #[arg(long)]
+        stats: bool,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -67,6 +75,9 @@ enum ConfigAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Hash { files, stats } = &cli.command {
+        return report(commands::hash(files, *stats));
+    }
     let config = match config::load(&cli.config) {
         Ok(config) => config,
         Err(errors) => {
@@ -93,7 +104,7 @@ fn main() -> ExitCode {
             Command::Scan(args) => commands::scan::run(&config, &log, args).await,
             Command::Migrate => commands::migrate(&config, &log).await,
             Command::Status { json } => commands::status::run(&config, *json).await,
-            Command::Config { .. } => unreachable!("handled above"),
+            Command::Config { .. } | Command::Hash { .. } => unreachable!("handled above"),
         }
     });
     report(result)

@@ -42,12 +42,15 @@ start_private_postgres() {
   # initdb refuses to run as root: run the cluster as the postgres user when we are root.
   if [ "$(id -u)" = 0 ]; then
     id postgres >/dev/null 2>&1 || useradd --system --home-dir /var/lib/postgresql postgres
-    chown -R postgres "$SERVICES_DIR"
+    chown -R postgres "$data"
     chmod 755 "$SERVICES_DIR"
     run_as=(runuser -u postgres --)
   fi
-  "${run_as[@]}" "$bin/initdb" -D "$data/data" -U postgres -A trust --no-sync >"$data/initdb.log" 2>&1 \
-    || { cat "$data/initdb.log" >&2; return 1; }
+  # A cluster left by an earlier run (quickstart keeps its own) is started again as it is.
+  if [ ! -f "$data/data/PG_VERSION" ]; then
+    "${run_as[@]}" "$bin/initdb" -D "$data/data" -U postgres -A trust --no-sync >"$data/initdb.log" 2>&1 \
+      || { cat "$data/initdb.log" >&2; return 1; }
+  fi
   "${run_as[@]}" "$bin/pg_ctl" -D "$data/data" -l "$data/server.log" -w \
     -o "-h 127.0.0.1 -p $port -k $data -c fsync=off -c max_connections=200" start >/dev/null \
     || { cat "$data/server.log" >&2; return 1; }

@@ -25,3 +25,30 @@ pub fn config_check(config: &Config) -> anyhow::Result<ExitCode> {
     print!("{}", toml::to_string_pretty(config)?);
     Ok(ExitCode::SUCCESS)
 }
+
+/// `filemetasync hash FILE...`: `sha256  path` lines, as sha256sum prints them.
+pub fn hash(files: &[std::path::PathBuf], stats: bool) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let mut bytes = 0u64;
+    let mut failed = false;
+    for path in files {
+        match fms_actors::fs::hash_file(path) {
+            Ok(hashed) => {
+                bytes += hashed.stat.size;
+                println!("{}  {}", hashed.sha256, path.display());
+            }
+            Err(error) => {
+                eprintln!("filemetasync: {}: {error}", path.display());
+                failed = true;
+            }
+        }
+    }
+    if stats {
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "hashed {bytes} bytes in {seconds:.3} s: {:.1} MB/s",
+            bytes as f64 / seconds / 1e6
+        );
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

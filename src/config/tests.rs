@@ -160,3 +160,11 @@ fn redacted_url_table() {
     assert_eq!(redacted_url("postgres://u@h/db"), "postgres://u@h/db");
     assert_eq!(redacted_url("host=/tmp dbname=x"), "host=/tmp dbname=x");
 }
+
+#[test]
+fn the_documented_example_is_valid() {
+    let text = include_str!("../../config/filemetasync.example.toml");
+    let config = load_from_str(text, no_env()).unwrap();
+    assert_eq!(config.roots.len(), 1);
+    assert_eq!(config.scan.timezone, "Europe/Berlin");
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Run every test of FileMetadataSync against a real PostgreSQL and a real Garage.
+#
+#   scripts/test.sh [nextest arguments...]
+#
+# Uses the PostgreSQL on 127.0.0.1:5432 when it answers, else starts a throwaway cluster from
+# the installed server binaries (installing them with apt-get if they are missing). Installs
+# Garage with `cargo install garage --locked` if it is missing (once; several minutes). Each
+# end-to-end test starts its own Garage on loopback with a throwaway directory. Everything
+# started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/services.sh
+trap stop_services EXIT
+
+ensure_tools() {
+  local missing=()
+  command -v python3 >/dev/null || missing+=(python3)
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  pg_bin_dir >/dev/null 2>&1 || missing+=(postgresql)
+  command -v setpriv >/dev/null || missing+=(util-linux)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest"
+    cargo install cargo-nextest --locked
+  fi
+}
+
+ensure_tools
+ensure_postgres
+ensure_garage_binary
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log "cargo fmt --check and clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# Each end-to-end test creates a database of its own (fms_<name>_<pid>_<random>); drop the
+# ones this run created, whatever the outcome.
+list_test_databases() {
+  psql "$FMSTEST_PG_ADMIN_URL" -Atc "SELECT datname FROM pg_database WHERE datname ~ '^fms_.*_[0-9]+_[0-9a-f]{8}$'" 2>/dev/null || true
+}
+drop_new_test_databases() {
+  local db
+  for db in $(comm -13 <(echo "$before_databases" | sort) <(list_test_databases | sort)); do
+    psql "$FMSTEST_PG_ADMIN_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+}
+before_databases=$(list_test_databases)
+trap 'drop_new_test_databases; stop_services' EXIT
+
+log "running the tests"
+cargo nextest run --workspace --no-fail-fast "$@"

@@ -95,34 +95,40 @@ CREATE INDEX scans_root ON scans (root, id DESC);
 -- them to worker, and counts the attempt. Several uploader processes may call this at once.
 -- A lease is dead when it expired, or when its lease_lock advisory lock is no longer held
 -- (its owner's connection is gone): its rows come back. With roots, only contents that a
--- live file under one of those roots holds (what this worker can read). With lock_key, the
+-- live file under one of those roots holds (what this worker can read), and contents that
+-- no live file holds at all (the worker drops them from the queue). With lock_key, the
 -- caller holds pg_advisory_lock(lock_key) on its session for as long as it works.
+--
+-- The live-file check is a LATERAL lookup so that it stays an index probe per queue row in
+-- the function's generic plan (an EXISTS became a hashed scan of all of files).
 CREATE FUNCTION dequeue_upload_batch(worker text, batch_size integer, lease interval,
                                      roots text[] DEFAULT NULL, lock_key bigint DEFAULT NULL)
 RETURNS SETOF upload_queue
-LANGUAGE sql AS $$
+LANGUAGE sql ROWS 64 AS $$
     WITH held AS MATERIALIZED (
         SELECT (classid::bigint << 32) | objid::bigint AS key
           FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 1 AND granted),
     candidates AS (
-        SELECT sha256 FROM upload_queue
-         WHERE state = 'pending'
-           AND next_attempt_at <= now()
-           AND (lease_owner IS NULL
-                OR lease_expires_at < now()
-                OR (lease_lock IS NOT NULL AND lease_lock NOT IN (SELECT key FROM held)))
-           AND (roots IS NULL OR EXISTS (
-                SELECT 1 FROM files f
-                 WHERE f.sha256 = upload_queue.sha256 AND f.deleted_at IS NULL AND f.root = ANY (roots)))
-         ORDER BY next_attempt_at
+        SELECT q.sha256 FROM upload_queue q
+         CROSS JOIN LATERAL (
+               SELECT count(*) AS live,
+                      count(*) FILTER (WHERE roots IS NULL OR f.root = ANY (roots)) AS readable
+                 FROM (SELECT root FROM files f
+                        WHERE f.sha256 = q.sha256 AND f.deleted_at IS NULL LIMIT 64) f) holders
+         WHERE q.state = 'pending'
+           AND q.next_attempt_at <= now()
+           AND (q.lease_owner IS NULL
+                OR q.lease_expires_at < now()
+                OR (q.lease_lock IS NOT NULL AND q.lease_lock NOT IN (SELECT key FROM held)))
+           AND (holders.readable > 0 OR holders.live = 0)
+         ORDER BY q.next_attempt_at
          LIMIT batch_size
-           FOR UPDATE SKIP LOCKED)
+           FOR UPDATE OF q SKIP LOCKED)
     UPDATE upload_queue q
        SET lease_owner = worker,
            lease_expires_at = now() + lease,
            lease_lock = lock_key,
            attempts = q.attempts + 1
-      FROM candidates c
-     WHERE q.sha256 = c.sha256
+     WHERE q.sha256 = ANY (ARRAY(SELECT sha256 FROM candidates))
     RETURNING q.*;
 $$;

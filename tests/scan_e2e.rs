@@ -327,3 +327,36 @@ async fn garage_down_uploads_back_off_and_complete_when_it_returns() {
     );
     assert_eq!(database.count("SELECT count(*) FROM upload_queue").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_deleted_before_its_upload_is_dropped_not_waited_for() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("keep.txt"), b"kept").unwrap();
+    std::fs::write(tree.join("short-lived.txt"), b"deleted before it could be uploaded").unwrap();
+    let database = Database::create("dropped").await;
+    let mut garage = Garage::start();
+    let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], "");
+    garage.stop();
+    // Registered, but the store is down: both contents stay queued.
+    fms.scan_with(&["scan", "--json"], 0);
+    assert_eq!(database.count("SELECT count(*) FROM upload_queue").await, 2);
+    std::fs::remove_file(tree.join("short-lived.txt")).unwrap();
+    garage.restart();
+    let summary = fms.scan(0);
+    assert_eq!(summary["totals"]["deleted"], 1);
+    assert_eq!(
+        summary["upload_dropped"], 1,
+        "nothing left to upload for the deleted file's content"
+    );
+    assert_eq!(summary["uploaded"], 1);
+    assert_eq!(database.count("SELECT count(*) FROM upload_queue").await, 0);
+    assert_eq!(
+        database
+            .count("SELECT count(*) FROM file_contents WHERE uploaded_at IS NULL")
+            .await,
+        1,
+        "the dropped content is honestly not stored"
+    );
+}

@@ -5,13 +5,13 @@
 use crate::catalog::{Catalog, CatalogError, QueueItem, SourceFile};
 use crate::pathenc;
 use crate::store::{Content, ObjectStore, StoreError};
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use slog::{debug, info, warn, Logger};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,18 @@ pub fn backoff(attempts: i32, initial: Duration, max: Duration) -> Duration {
     initial.saturating_mul(2u32.saturating_pow(exponent)).min(max)
 }
 
+/// How long the uploader runs.
+#[derive(Debug, Default)]
+pub struct UploadControl {
+    /// Registration is still running: an empty queue is not the end.
+    pub producing: AtomicBool,
+    /// Once registration has ended, keep going until no row is pending (`scan --wait`);
+    /// otherwise stop once what is in flight is done.
+    pub drain: bool,
+    /// Stop now: finish what is in flight, record it, give back the rest.
+    pub stop: AtomicBool,
+}
+
 pub struct Uploader {
     catalog: Catalog,
     store: ObjectStore,
@@ -75,6 +87,12 @@ enum ItemOutcome {
     Dropped,
     Retry(String),
 }
+
+/// Outcomes are recorded in the catalog in batches of this many, or this often.
+const COMMIT_BATCH: usize = 128;
+const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// How long to wait before asking an empty queue again.
+const IDLE_POLL: Duration = Duration::from_millis(200);
 
 impl Uploader {
     pub fn new(
@@ -97,60 +115,105 @@ impl Uploader {
         }
     }
 
-    /// Lease one batch and work it off. Returns how many rows were leased (0: nothing ready).
-    pub async fn run_batch(&self) -> Result<usize, CatalogError> {
-        let batch_size = (self.settings.concurrency * 4).max(8) as i32;
-        let items = self
-            .catalog
-            .dequeue(batch_size, self.settings.lease, &self.root_labels)
-            .await?;
-        let count = items.len();
-        let results: Vec<Result<(), CatalogError>> = stream::iter(items)
-            .map(|item| self.process(item))
-            .buffer_unordered(self.settings.concurrency.max(1))
-            .collect()
-            .await;
-        results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        Ok(count)
-    }
-
-    /// Rows still waiting for an upload (failed rows do not count).
-    pub async fn pending(&self) -> Result<i64, CatalogError> {
-        Ok(self.catalog.queue_counts().await?.pending)
-    }
-
-    /// Give back our leases (on shutdown).
-    pub async fn release(&self) -> Result<u64, CatalogError> {
-        self.catalog.release_leases().await
-    }
-
-    async fn process(&self, item: QueueItem) -> Result<(), CatalogError> {
-        let started = Instant::now();
-        let outcome = self.try_upload(&item).await?;
-        match outcome {
-            ItemOutcome::Stored(bytes) => {
-                self.catalog.mark_uploaded(&item.sha256).await?;
-                self.counters.uploaded.fetch_add(1, Ordering::Relaxed);
-                self.counters.uploaded_bytes.fetch_add(bytes, Ordering::Relaxed);
-                debug!(self.log, "upload finished"; "sha256" => &item.sha256, "bytes" => bytes,
-                    "ms" => started.elapsed().as_millis() as u64);
-            }
-            ItemOutcome::AlreadyStored => {
-                self.catalog.mark_uploaded(&item.sha256).await?;
-                self.counters.skipped_existing.fetch_add(1, Ordering::Relaxed);
-            }
-            ItemOutcome::Dropped => {
-                if self.catalog.drop_from_queue(&item.sha256).await? {
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                    info!(self.log, "upload dropped: no file holds this content any more"; "sha256" => &item.sha256);
-                } else {
-                    self.fail(&item, "no readable copy under this agent's roots".into())
-                        .await?;
+    /// Keep `upload.concurrency` transfers in flight, leasing more as slots free up, and
+    /// record outcomes in batches, until `control` says to stop. Leases still held at the
+    /// end are given back.
+    pub async fn run(&self, control: &UploadControl) -> Result<(), CatalogError> {
+        self.catalog.relax_commit_durability().await?;
+        let concurrency = self.settings.concurrency.max(1);
+        let mut ready: VecDeque<QueueItem> = VecDeque::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut done: Vec<(QueueItem, ItemOutcome)> = Vec::new();
+        let mut last_commit = Instant::now();
+        let mut next_poll = Instant::now();
+        loop {
+            let stopping =
+                control.stop.load(Ordering::SeqCst) || (!control.producing.load(Ordering::SeqCst) && !control.drain);
+            if !stopping && ready.len() < concurrency && Instant::now() >= next_poll {
+                let leased = self.lease((concurrency * 4) as i32).await?;
+                if leased.is_empty() {
+                    next_poll = Instant::now() + IDLE_POLL;
                 }
+                ready.extend(leased);
             }
-            ItemOutcome::Retry(reason) => self.fail(&item, reason).await?,
+            while !stopping && in_flight.len() < concurrency {
+                let Some(item) = ready.pop_front() else { break };
+                in_flight.push(self.transfer(item));
+            }
+            if in_flight.is_empty() {
+                self.record(&mut done).await?;
+                last_commit = Instant::now();
+                if stopping || self.drained(control).await? {
+                    break;
+                }
+                tokio::time::sleep_until(next_poll.into()).await;
+                continue;
+            }
+            tokio::select! {
+                Some(outcome) = in_flight.next() => done.push(outcome),
+                _ = tokio::time::sleep(COMMIT_INTERVAL) => {}
+            }
+            if done.len() >= COMMIT_BATCH || last_commit.elapsed() >= COMMIT_INTERVAL {
+                self.record(&mut done).await?;
+                last_commit = Instant::now();
+            }
+        }
+        self.catalog.release_leases().await?;
+        Ok(())
+    }
+
+    async fn lease(&self, batch_size: i32) -> Result<Vec<QueueItem>, CatalogError> {
+        self.catalog
+            .dequeue(batch_size, self.settings.lease, &self.root_labels)
+            .await
+    }
+
+    /// Registration has ended and no row is pending any more.
+    async fn drained(&self, control: &UploadControl) -> Result<bool, CatalogError> {
+        if control.producing.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        Ok(self.pending().await? == 0)
+    }
+
+    /// Rows still waiting for an upload that this agent can do (failed rows do not count).
+    pub async fn pending(&self) -> Result<i64, CatalogError> {
+        self.catalog.pending_for(&self.root_labels).await
+    }
+
+    /// Write the outcomes gathered so far: all stored contents in one statement, the rare
+    /// failures and drops one by one.
+    async fn record(&self, done: &mut Vec<(QueueItem, ItemOutcome)>) -> Result<(), CatalogError> {
+        let stored: Vec<&str> = done
+            .iter()
+            .filter(|(_, outcome)| matches!(outcome, ItemOutcome::Stored(_) | ItemOutcome::AlreadyStored))
+            .map(|(item, _)| item.sha256.as_str())
+            .collect();
+        self.catalog.mark_uploaded(&stored).await?;
+        for (item, outcome) in done.drain(..) {
+            match outcome {
+                ItemOutcome::Stored(bytes) => {
+                    self.counters.uploaded.fetch_add(1, Ordering::Relaxed);
+                    self.counters.uploaded_bytes.fetch_add(bytes, Ordering::Relaxed);
+                }
+                ItemOutcome::AlreadyStored => {
+                    self.counters.skipped_existing.fetch_add(1, Ordering::Relaxed);
+                }
+                ItemOutcome::Dropped => self.drop_item(&item).await?,
+                ItemOutcome::Retry(reason) => self.fail(&item, reason).await?,
+            }
         }
         Ok(())
+    }
+
+    async fn drop_item(&self, item: &QueueItem) -> Result<(), CatalogError> {
+        if self.catalog.drop_from_queue(&item.sha256).await? {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            info!(self.log, "upload dropped: no file holds this content any more"; "sha256" => &item.sha256);
+            return Ok(());
+        }
+        self.fail(item, "no readable copy under this agent's roots".into())
+            .await
     }
 
     async fn fail(&self, item: &QueueItem, reason: String) -> Result<(), CatalogError> {
@@ -168,18 +231,28 @@ impl Uploader {
         Ok(())
     }
 
-    async fn try_upload(&self, item: &QueueItem) -> Result<ItemOutcome, CatalogError> {
+    /// HEAD, then PUT from the first copy whose stat still matches. No catalog access.
+    async fn transfer(&self, item: QueueItem) -> (QueueItem, ItemOutcome) {
+        let started = Instant::now();
+        let outcome = self.try_transfer(&item).await;
+        if let ItemOutcome::Stored(bytes) = &outcome {
+            debug!(self.log, "upload finished"; "sha256" => &item.sha256, "bytes" => *bytes,
+                "ms" => started.elapsed().as_millis() as u64);
+        }
+        (item, outcome)
+    }
+
+    async fn try_transfer(&self, item: &QueueItem) -> ItemOutcome {
         if item.already_uploaded {
-            return Ok(ItemOutcome::AlreadyStored);
+            return ItemOutcome::AlreadyStored;
         }
         match self.store.head(&item.storage_key).await {
-            Ok(Some(size)) if size == item.size => return Ok(ItemOutcome::AlreadyStored),
+            Ok(Some(size)) if size == item.size => return ItemOutcome::AlreadyStored,
             Ok(_) => {}
-            Err(error) => return Ok(ItemOutcome::Retry(error.to_string())),
+            Err(error) => return ItemOutcome::Retry(error.to_string()),
         }
-        let sources = self.catalog.sources(&item.sha256, &self.root_labels).await?;
-        if sources.is_empty() {
-            return Ok(ItemOutcome::Dropped);
+        if item.sources.is_empty() {
+            return ItemOutcome::Dropped;
         }
         let content = Content {
             sha256: item.sha256.clone(),
@@ -187,21 +260,21 @@ impl Uploader {
             key: item.storage_key.clone(),
         };
         let mut last_problem = String::new();
-        for source in &sources {
+        for source in &item.sources {
             let Some(path) = self.local_path(source) else { continue };
             if let Err(problem) = stat_matches(&path, source) {
                 last_problem = problem;
                 continue;
             }
             match self.store.put_file(&content, &path).await {
-                Ok(()) => return Ok(ItemOutcome::Stored(item.size)),
+                Ok(()) => return ItemOutcome::Stored(item.size),
                 Err(StoreError::ContentMismatch(message)) => last_problem = message,
-                Err(StoreError::Other(message)) => return Ok(ItemOutcome::Retry(message)),
+                Err(StoreError::Other(message)) => return ItemOutcome::Retry(message),
             }
         }
-        Ok(ItemOutcome::Retry(format!(
+        ItemOutcome::Retry(format!(
             "no copy on disk matches the registered content ({last_problem})"
-        )))
+        ))
     }
 
     fn local_path(&self, source: &SourceFile) -> Option<PathBuf> {

@@ -6,7 +6,7 @@ use crate::app;
 use crate::config::Config;
 use fms_actors::hashing::{HashCounters, HasherPool};
 use fms_actors::scan::{scan_root, RootCounts, RootOutcome, RootReport, ScanContext, ScanOptions, ScanProgress};
-use fms_actors::upload::{UploadCounters, Uploader};
+use fms_actors::upload::{UploadControl, UploadCounters, Uploader};
 use serde::Serialize;
 use slog::{info, Logger};
 use std::io::IsTerminal;
@@ -65,11 +65,15 @@ pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Resu
         log.clone(),
     );
     let upload_counters = uploader.counters.clone();
-    let scanning = Arc::new(AtomicBool::new(true));
+    let control = Arc::new(UploadControl {
+        producing: AtomicBool::new(true),
+        drain: args.wait,
+        ..Default::default()
+    });
     let progress = start_progress(context.clone(), context.pool.counters.clone(), upload_counters.clone());
-    let upload_task = tokio::spawn(upload_loop(uploader, scanning.clone(), args.wait));
+    let upload_task = tokio::spawn(upload_loop(uploader, control.clone()));
     let reports = scan_all_roots(config, context.clone(), first).await?;
-    scanning.store(false, Ordering::SeqCst);
+    control.producing.store(false, Ordering::SeqCst);
     let queue_pending = upload_task.await??;
     if let Some(progress) = progress {
         progress.finish_and_clear();
@@ -115,22 +119,8 @@ async fn scan_all_roots(
 
 /// Upload while the scan runs; afterwards stop (without `--wait`) or drain the queue.
 /// Returns the rows still pending at the end.
-async fn upload_loop(uploader: Uploader, scanning: Arc<AtomicBool>, wait: bool) -> anyhow::Result<i64> {
-    loop {
-        let leased = uploader.run_batch().await?;
-        let scan_running = scanning.load(Ordering::SeqCst);
-        if !scan_running && !wait {
-            break;
-        }
-        if leased > 0 {
-            continue;
-        }
-        if !scan_running && uploader.pending().await? == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    uploader.release().await?;
+async fn upload_loop(uploader: Uploader, control: Arc<UploadControl>) -> anyhow::Result<i64> {
+    uploader.run(&control).await?;
     Ok(uploader.pending().await?)
 }
 

@@ -14,6 +14,8 @@ pub struct QueueItem {
     /// Counted at dequeue, so a content that crashes the uploader still reaches its limit.
     pub attempts: i32,
     pub already_uploaded: bool,
+    /// Live files holding this content under the dequeuing agent's roots, newest first.
+    pub sources: Vec<SourceFile>,
 }
 
 /// A live file that holds a content, with the stat it had when it was hashed.
@@ -27,6 +29,24 @@ pub struct SourceFile {
     pub inode: u64,
 }
 
+/// Leases, and the live copies of each leased content, in one round trip. Each lookup is a
+/// LATERAL with a LIMIT, so it stays one index probe per leased row whatever the planner's
+/// statistics say (during a first sync they describe a table a fraction of its size): the
+/// copies are found by sha256 alone and only then filtered by root.
+const DEQUEUE: &str = "
+    SELECT q.sha256, c.size, c.storage_key, q.attempts, c.uploaded_at IS NOT NULL,
+           s.roots, s.paths, s.encodings, s.sizes, s.mtimes, s.inodes
+      FROM dequeue_upload_batch($1, $2, $3::text::interval, $4, $5) q
+      CROSS JOIN LATERAL (
+            SELECT size, storage_key, uploaded_at FROM file_contents c WHERE c.sha256 = q.sha256 LIMIT 1) c
+      CROSS JOIN LATERAL (
+            SELECT coalesce(array_agg(f.root), '{}') AS roots, coalesce(array_agg(f.path), '{}') AS paths,
+                   coalesce(array_agg(f.path_encoding), '{}') AS encodings, coalesce(array_agg(f.size), '{}') AS sizes,
+                   coalesce(array_agg(f.mtime_ns), '{}') AS mtimes, coalesce(array_agg(f.inode), '{}') AS inodes
+              FROM (SELECT root, path, path_encoding, size, mtime_ns, inode FROM files
+                     WHERE sha256 = q.sha256 AND deleted_at IS NULL LIMIT 64) f
+             WHERE f.root = ANY ($4)) s";
+
 impl Catalog {
     /// Lease up to `batch_size` ready contents, only those with a live file under one of
     /// `roots` (this agent can read nothing else).
@@ -37,25 +57,12 @@ impl Catalog {
         roots: &[String],
     ) -> Result<Vec<QueueItem>, CatalogError> {
         let lease = format!("{} milliseconds", lease.as_millis());
+        let lock = self.liveness_lock().await?;
         let rows = self
             .client
-            .query(
-                "SELECT q.sha256, c.size, c.storage_key, q.attempts, c.uploaded_at IS NOT NULL
-                   FROM dequeue_upload_batch($1, $2, $3::text::interval, $4, $5) q
-                   JOIN file_contents c USING (sha256)",
-                &[&self.worker, &batch_size, &lease, &roots, &self.liveness_lock().await?],
-            )
+            .query(DEQUEUE, &[&self.worker, &batch_size, &lease, &roots, &lock])
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| QueueItem {
-                sha256: row.get(0),
-                size: row.get::<_, i64>(1) as u64,
-                storage_key: row.get(2),
-                attempts: row.get(3),
-                already_uploaded: row.get(4),
-            })
-            .collect())
+        Ok(rows.iter().map(queue_item).collect())
     }
 
     /// The advisory lock this connection holds while it lives (taken on first use); the
@@ -68,37 +75,24 @@ impl Catalog {
         Ok(key)
     }
 
-    /// Live files holding `sha256` under `roots`, newest first.
-    pub async fn sources(&self, sha256: &str, roots: &[String]) -> Result<Vec<SourceFile>, CatalogError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT root, path, path_encoding, size, mtime_ns, inode FROM files
-                  WHERE sha256 = $1 AND deleted_at IS NULL AND root = ANY($2)
-                  ORDER BY updated_at DESC LIMIT 16",
-                &[&sha256, &roots],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| SourceFile {
-                root: row.get(0),
-                path: row.get(1),
-                encoding: PathEncoding::parse(row.get(2)).unwrap_or(PathEncoding::Utf8),
-                size: row.get::<_, i64>(3) as u64,
-                mtime_ns: row.get::<_, i64>(4) as i128,
-                inode: row.get::<_, i64>(5) as u64,
-            })
-            .collect())
+    /// For the uploader's session: commits need not wait for the WAL flush. A mark lost in a
+    /// database crash only means the content is tried again, and HEAD finds it stored.
+    pub async fn relax_commit_durability(&self) -> Result<(), CatalogError> {
+        self.client.batch_execute("SET synchronous_commit = off").await?;
+        Ok(())
     }
 
-    /// The object is stored: mark the content and take it off the queue, in one statement.
-    pub async fn mark_uploaded(&self, sha256: &str) -> Result<(), CatalogError> {
+    /// These objects are stored: mark the contents and take them off the queue, in one
+    /// statement.
+    pub async fn mark_uploaded(&self, sha256s: &[&str]) -> Result<(), CatalogError> {
+        if sha256s.is_empty() {
+            return Ok(());
+        }
         self.client
             .execute(
-                "WITH done AS (DELETE FROM upload_queue WHERE sha256 = $1)
-                 UPDATE file_contents SET uploaded_at = coalesce(uploaded_at, now()) WHERE sha256 = $1",
-                &[&sha256],
+                "WITH done AS (DELETE FROM upload_queue WHERE sha256 = ANY($1))
+                 UPDATE file_contents SET uploaded_at = coalesce(uploaded_at, now()) WHERE sha256 = ANY($1)",
+                &[&sha256s],
             )
             .await?;
         Ok(())
@@ -143,6 +137,24 @@ impl Catalog {
         Ok(removed > 0)
     }
 
+    /// Pending rows this agent can work off: a live file under `roots` holds the content, or
+    /// none holds it any more (the row is dropped). Rows only another agent's roots can serve
+    /// are left to that agent.
+    pub async fn pending_for(&self, roots: &[String]) -> Result<i64, CatalogError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM upload_queue q
+                  CROSS JOIN LATERAL (
+                        SELECT count(*) AS live, count(*) FILTER (WHERE f.root = ANY ($1)) AS readable
+                          FROM (SELECT root FROM files f WHERE f.sha256 = q.sha256 AND f.deleted_at IS NULL LIMIT 64) f) h
+                  WHERE q.state = 'pending' AND (h.readable > 0 OR h.live = 0)",
+                &[&roots],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
     /// Give back leases this process still holds (on shutdown), without counting the attempt.
     pub async fn release_leases(&self) -> Result<u64, CatalogError> {
         Ok(self
@@ -154,5 +166,32 @@ impl Catalog {
                 &[&self.worker],
             )
             .await?)
+    }
+}
+
+fn queue_item(row: &tokio_postgres::Row) -> QueueItem {
+    let roots: Vec<String> = row.get(5);
+    let paths: Vec<String> = row.get(6);
+    let encodings: Vec<String> = row.get(7);
+    let sizes: Vec<i64> = row.get(8);
+    let mtimes: Vec<i64> = row.get(9);
+    let inodes: Vec<i64> = row.get(10);
+    let sources = (0..roots.len())
+        .map(|index| SourceFile {
+            root: roots[index].clone(),
+            path: paths[index].clone(),
+            encoding: PathEncoding::parse(&encodings[index]).unwrap_or(PathEncoding::Utf8),
+            size: sizes[index] as u64,
+            mtime_ns: mtimes[index] as i128,
+            inode: inodes[index] as u64,
+        })
+        .collect();
+    QueueItem {
+        sha256: row.get(0),
+        size: row.get::<_, i64>(1) as u64,
+        storage_key: row.get(2),
+        attempts: row.get(3),
+        already_uploaded: row.get(4),
+        sources,
     }
 }

@@ -105,6 +105,10 @@ impl S3Store {
             .content_length(content.size as i64)
             .checksum_sha256(hex_to_base64(&content.sha256))
             .body(body)
+            // The body is not hashed a second time for the signature: the signed
+            // x-amz-checksum-sha256 header already makes the server verify every byte.
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|error| classify("PUT", &content.key, error))?;
@@ -164,6 +168,8 @@ impl S3Store {
                 .content_length(chunk.len() as i64)
                 .checksum_sha256(&part_sha)
                 .body(ByteStream::from(chunk))
+                .customize()
+                .disable_payload_signing()
                 .send()
                 .await
                 .map_err(|error| classify("UploadPart", &content.key, error))?;

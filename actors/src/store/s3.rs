@@ -92,12 +92,7 @@ impl S3Store {
         if content.size >= self.multipart_threshold {
             return self.put_multipart(content, source).await;
         }
-        let body = ByteStream::read_from()
-            .path(source)
-            .length(aws_smithy_types::byte_stream::Length::Exact(content.size))
-            .build()
-            .await
-            .map_err(|error| StoreError::Other(format!("open {}: {error}", source.display())))?;
+        let body = small_file_body(source, content.size).await?;
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -241,6 +236,25 @@ impl S3Store {
         }
         Ok(keys)
     }
+}
+
+/// The whole file in memory, read in one blocking call (files below the multipart threshold
+/// are small; streaming them through tokio's file reader costs a thread hop per chunk). A file
+/// whose length is no longer the registered size is reported as changed.
+async fn small_file_body(source: &Path, size: u64) -> Result<ByteStream, StoreError> {
+    let path = source.to_path_buf();
+    let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path))
+        .await
+        .map_err(|error| StoreError::Other(format!("read task failed: {error}")))?
+        .map_err(|error| StoreError::Other(format!("read {}: {error}", source.display())))?;
+    if bytes.len() as u64 != size {
+        return Err(StoreError::ContentMismatch(format!(
+            "{} now has {} bytes, registered {size}",
+            source.display(),
+            bytes.len()
+        )));
+    }
+    Ok(ByteStream::from(bytes))
 }
 
 async fn read_chunk(file: &mut tokio::fs::File, size: usize) -> std::io::Result<Vec<u8>> {

@@ -23,6 +23,9 @@ pub struct ScanArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Register only; leave the upload queue to the daemon or other upload workers.
+    #[arg(long, conflicts_with = "wait")]
+    pub no_upload: bool,
     /// Accept a root that is empty, or on another filesystem than at its last scan, as
     /// really emptied or moved (otherwise it is reported unavailable and nothing is deleted).
     #[arg(long)]

@@ -4,7 +4,10 @@
 use tokio_postgres::Client;
 
 /// (version, name, SQL), in order. The files are compiled in: the binary carries its schema.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "catalog", include_str!("../../../migrations/0001_catalog.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "catalog", include_str!("../../../migrations/0001_catalog.sql")),
+    (2, "linking", include_str!("../../../migrations/0002_linking.sql")),
+];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).
 const MIGRATION_LOCK: i64 = 0x0F11_E5E7_AD07_0001;
@@ -57,4 +60,23 @@ async fn apply_missing(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::
 /// The newest schema version this binary knows.
 pub fn latest_version() -> i32 {
     MIGRATIONS.last().map(|(version, _, _)| *version).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every file in migrations/ is compiled in, in order, with its number as its version.
+    #[test]
+    fn every_migration_file_is_listed() {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations");
+        let mut files: Vec<String> = std::fs::read_dir(folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".sql"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), super::MIGRATIONS.len(), "{files:?}");
+        for (file, (version, name, _)) in files.iter().zip(super::MIGRATIONS) {
+            assert_eq!(file, &format!("{version:04}_{name}.sql"));
+        }
+    }
 }

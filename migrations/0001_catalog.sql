@@ -35,7 +35,6 @@ CREATE TABLE files (
     UNIQUE (root, path)
 );
 CREATE INDEX files_sha256_live ON files (sha256) WHERE deleted_at IS NULL;
-CREATE INDEX files_root_inode ON files (root, device, inode) WHERE deleted_at IS NULL;
 CREATE INDEX files_updated_at ON files (updated_at);
 
 -- One row per content waiting to be stored. Deleted when the object is stored.

@@ -47,6 +47,10 @@ CREATE TABLE link_rules (
     name               text NOT NULL,
     -- Only files of this root (label); NULL: every root.
     root               text,
+    -- 'path': the pattern is matched against the file's path. 'folder': against the path of
+    -- its folder with a trailing '/' ('Projekte/X/Haus A/' for 'Projekte/X/Haus A/a.pdf'),
+    -- evaluated once per folder, which is much cheaper for rules about folder conventions.
+    subject            text NOT NULL DEFAULT 'path' CHECK (subject IN ('path', 'folder')),
     pattern            text NOT NULL,
     project_code_group integer CHECK (project_code_group > 0),
     project_name_group integer CHECK (project_name_group > 0),
@@ -78,10 +82,10 @@ CREATE TRIGGER link_rules_check BEFORE INSERT OR UPDATE OF pattern ON link_rules
 -- The layout make-corpus.py produces and many offices use:
 --   Projekte/<code> <name>/<building>/KG <nnn>/...   project, building and cost group
 --   Projekte/<code> <name>/...                       the project only
-INSERT INTO link_rules (priority, name, pattern, project_code_group, project_name_group, building_group, cost_group_group)
-VALUES (10, 'Projekte/<code> <name>/<building>/KG <nnn>/',
-        '^Projekte/([^/ ]+) ([^/]+)/([^/]+)/KG ([1-8][0-9]{2})(/|$)', 1, 2, 3, 4),
-       (20, 'Projekte/<code> <name>/',
+INSERT INTO link_rules (priority, name, subject, pattern, project_code_group, project_name_group, building_group, cost_group_group)
+VALUES (10, 'Projekte/<code> <name>/<building>/KG <nnn>/', 'folder',
+        '^Projekte/([^/ ]+) ([^/]+)/([^/]+)/KG ([1-8][0-9]{2})/', 1, 2, 3, 4),
+       (20, 'Projekte/<code> <name>/', 'folder',
         '^Projekte/([^/ ]+) ([^/]+)/', 1, 2, NULL, NULL);
 
 -- One row per linked file. A file no rule matches has none.
@@ -101,26 +105,63 @@ CREATE INDEX file_links_project ON file_links (project_id, building_id, cost_gro
 -- Apply the rules to these files: first matching rule wins, unknown projects and buildings
 -- created where the rule says so, manual links left alone, rule links of files that no rule
 -- matches any more removed. Set-based: one pass per statement, not per file.
-CREATE FUNCTION apply_link_rules(file_ids bigint[]) RETURNS integer
+-- prune: also remove rule links of these files that no rule matches any more (moves and
+-- re-application; a freshly inserted file has no link to remove).
+CREATE FUNCTION apply_link_rules(file_ids bigint[], prune boolean DEFAULT true) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     linked integer;
 BEGIN
+    -- Lives as long as the session (emptied at each commit), so a registration batch does
+    -- not create and drop a table every time.
     CREATE TEMP TABLE IF NOT EXISTS pg_temp.link_matches (
         file_id bigint PRIMARY KEY, rule_id bigint, create_projects boolean, create_buildings boolean,
         project_code text, project_name text, building text, cost_group integer
-    ) ON COMMIT DROP;
+    ) ON COMMIT DELETE ROWS;
     TRUNCATE pg_temp.link_matches;
 
+    -- Rules are tried in priority order and the first match ends the search. Folder rules
+    -- are evaluated once per distinct folder of the batch, path rules once per file; each
+    -- file takes whichever of its two first hits has the lower priority.
     INSERT INTO pg_temp.link_matches
-    SELECT DISTINCT ON (f.id) f.id, r.id, r.create_projects, r.create_buildings,
-           m[r.project_code_group], m[r.project_name_group], m[r.building_group],
-           CASE WHEN m[r.cost_group_group] ~ '^[0-9]{1,3}$' THEN (m[r.cost_group_group])::integer END
-      FROM files f
-      JOIN link_rules r ON r.enabled AND (r.root IS NULL OR r.root = f.root)
-      CROSS JOIN LATERAL regexp_match(f.path, r.pattern) AS m
-     WHERE f.id = ANY (file_ids) AND m IS NOT NULL
-     ORDER BY f.id, r.priority, r.id;
+    WITH targets AS (
+        SELECT f.id, f.root, f.path, left(f.path, length(f.path) - strpos(reverse(f.path), '/') + 1) AS folder
+          FROM files f WHERE f.id = ANY (file_ids)),
+    folder_hits AS MATERIALIZED (
+        SELECT d.root, d.folder, hit.*
+          FROM (SELECT DISTINCT root, folder FROM targets) d
+         CROSS JOIN LATERAL (
+               SELECT r.id AS rule_id, r.priority, r.create_projects, r.create_buildings, r.project_code_group,
+                      r.project_name_group, r.building_group, r.cost_group_group, m
+                 FROM (SELECT * FROM link_rules r
+                        WHERE r.enabled AND r.subject = 'folder' AND (r.root IS NULL OR r.root = d.root)
+                        ORDER BY r.priority, r.id) r
+                CROSS JOIN LATERAL regexp_match(d.folder, r.pattern) AS m
+                WHERE m IS NOT NULL
+                LIMIT 1) hit),
+    path_hits AS (
+        SELECT t.id, hit.*
+          FROM targets t
+         CROSS JOIN LATERAL (
+               SELECT r.id AS rule_id, r.priority, r.create_projects, r.create_buildings, r.project_code_group,
+                      r.project_name_group, r.building_group, r.cost_group_group, m
+                 FROM (SELECT * FROM link_rules r
+                        WHERE r.enabled AND r.subject = 'path' AND (r.root IS NULL OR r.root = t.root)
+                        ORDER BY r.priority, r.id) r
+                CROSS JOIN LATERAL regexp_match(t.path, r.pattern) AS m
+                WHERE m IS NOT NULL
+                LIMIT 1) hit),
+    hits AS (
+        SELECT t.id, fh.rule_id, fh.priority, fh.create_projects, fh.create_buildings, fh.project_code_group,
+               fh.project_name_group, fh.building_group, fh.cost_group_group, fh.m
+          FROM targets t JOIN folder_hits fh ON fh.root = t.root AND fh.folder = t.folder
+        UNION ALL
+        SELECT * FROM path_hits)
+    SELECT DISTINCT ON (h.id) h.id, h.rule_id, h.create_projects, h.create_buildings,
+           h.m[h.project_code_group], h.m[h.project_name_group], h.m[h.building_group],
+           CASE WHEN h.m[h.cost_group_group] ~ '^[0-9]{1,3}$' THEN (h.m[h.cost_group_group])::integer END
+      FROM hits h
+     ORDER BY h.id, h.priority, h.rule_id;
 
     INSERT INTO projects (code, name, created_by_rule)
     SELECT DISTINCT ON (project_code) project_code, project_name, rule_id
@@ -150,9 +191,12 @@ BEGIN
      WHERE file_links.source = 'rule';
     GET DIAGNOSTICS linked = ROW_COUNT;
 
-    DELETE FROM file_links l
-     WHERE l.file_id = ANY (file_ids) AND l.source = 'rule'
-       AND NOT EXISTS (SELECT 1 FROM pg_temp.link_matches lm WHERE lm.file_id = l.file_id);
+    IF prune THEN
+        DELETE FROM file_links l
+         USING unnest(file_ids) AS target(file_id)
+         WHERE l.file_id = target.file_id AND l.source = 'rule'
+           AND NOT EXISTS (SELECT 1 FROM pg_temp.link_matches lm WHERE lm.file_id = l.file_id);
+    END IF;
 
     TRUNCATE pg_temp.link_matches;
     RETURN linked;
@@ -164,7 +208,7 @@ END $$;
 CREATE FUNCTION link_inserted_files() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM apply_link_rules(ARRAY(SELECT id FROM inserted_files));
+    PERFORM apply_link_rules(ARRAY(SELECT id FROM inserted_files), prune => false);
     RETURN NULL;
 END $$;
 

@@ -360,3 +360,28 @@ async fn content_deleted_before_its_upload_is_dropped_not_waited_for() {
         "the dropped content is honestly not stored"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_upload_registers_and_leaves_the_queue_to_other_workers() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    let manifest = make_corpus(&tree, 300, &["--large", "0"]);
+    let distinct: BTreeSet<String> = expected_files(&manifest).values().map(|(_, sha)| sha.clone()).collect();
+    let database = Database::create("noupload").await;
+    let garage = Garage::start();
+    let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], "");
+    let summary = fms.scan_with(&["scan", "--no-upload", "--json"], 0);
+    assert_eq!(summary["uploaded"], 0);
+    assert_eq!(summary["queue_pending"], distinct.len() as i64);
+    assert_eq!(garage.store_requests(), 0, "nothing reached the store");
+    assert_eq!(
+        database
+            .count("SELECT count(*) FROM upload_queue WHERE lease_owner IS NULL")
+            .await,
+        distinct.len() as i64
+    );
+    // Another worker (here: a scan --wait of the same roots) does the uploads.
+    let summary = fms.scan(0);
+    assert_eq!(summary["uploaded"], distinct.len() as u64);
+    assert_eq!(garage.store_requests(), distinct.len() as u64);
+}

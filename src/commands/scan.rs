@@ -71,13 +71,15 @@ pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Resu
     let control = Arc::new(UploadControl {
         producing: AtomicBool::new(true),
         drain: args.wait,
-        ..Default::default()
+        stop: AtomicBool::new(args.no_upload),
     });
     let progress = start_progress(context.clone(), context.pool.counters.clone(), upload_counters.clone());
     let upload_task = tokio::spawn(upload_loop(uploader, control.clone()));
     let reports = scan_all_roots(config, context.clone(), first).await?;
     control.producing.store(false, Ordering::SeqCst);
-    let queue_pending = upload_task.await??;
+    let uploader = upload_task.await??;
+    // Asked only now: with --no-upload the uploader stopped before anything was registered.
+    let queue_pending = uploader.pending().await?;
     if let Some(progress) = progress {
         progress.finish_and_clear();
     }
@@ -121,10 +123,9 @@ async fn scan_all_roots(
 }
 
 /// Upload while the scan runs; afterwards stop (without `--wait`) or drain the queue.
-/// Returns the rows still pending at the end.
-async fn upload_loop(uploader: Uploader, control: Arc<UploadControl>) -> anyhow::Result<i64> {
+async fn upload_loop(uploader: Uploader, control: Arc<UploadControl>) -> anyhow::Result<Uploader> {
     uploader.run(&control).await?;
-    Ok(uploader.pending().await?)
+    Ok(uploader)
 }
 
 fn summarise(reports: Vec<RootReport>, uploads: &UploadCounters, queue_pending: i64, elapsed: Duration) -> ScanSummary {

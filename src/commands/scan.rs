@@ -49,6 +49,9 @@ pub struct ScanSummary {
 
 pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let store = app::object_store(config);
+    info!(log, "scan started"; "roots" => config.roots.len(), "store" => store.describe(),
+        "wait" => args.wait, "upload" => !args.no_upload);
     let first = app::open_catalog_migrated(config).await?;
     let context = Arc::new(ScanContext {
         pool: HasherPool::new(config.hash.workers as usize),
@@ -62,7 +65,7 @@ pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Resu
     });
     let uploader = Uploader::new(
         app::open_catalog(config).await?,
-        app::object_store(config),
+        store,
         app::root_paths(config),
         app::upload_settings(config),
         log.clone(),

@@ -107,18 +107,6 @@ impl Catalog {
         Ok(row.get(0))
     }
 
-    pub fn agent(&self) -> &str {
-        &self.agent
-    }
-
-    pub fn worker(&self) -> &str {
-        &self.worker
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
-    }
-
     /// Every row of `root`, deleted ones too (a file that comes back is restored, not added).
     pub async fn load_root(&self, root: &str) -> Result<Vec<CatalogFile>, CatalogError> {
         let rows = self

@@ -109,17 +109,6 @@ impl Catalog {
         Ok(row.map(|row| row.get::<_, i64>(0) as u64))
     }
 
-    pub async fn live_file_count(&self, root: &str) -> Result<i64, CatalogError> {
-        let row = self
-            .client
-            .query_one(
-                "SELECT count(*) FROM files WHERE root = $1 AND deleted_at IS NULL",
-                &[&root],
-            )
-            .await?;
-        Ok(row.get(0))
-    }
-
     pub async fn queue_counts(&self) -> Result<QueueCounts, CatalogError> {
         let row = self
             .client

@@ -97,10 +97,24 @@ CREATE TABLE file_links (
     -- 'rule': set by link_rules, replaced when the file moves or the rules are re-applied.
     -- 'manual': set by a person or another program; never overwritten by a rule.
     source     text NOT NULL CHECK (source IN ('rule', 'manual')),
-    rule_id    bigint REFERENCES link_rules (id) ON DELETE SET NULL,
+    -- The rule that made the link (informational). Not a foreign key: a per-row check on
+    -- every registration costs more than it protects; deleting a rule clears it (trigger).
+    rule_id    bigint,
     linked_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX file_links_project ON file_links (project_id, building_id, cost_group);
+CREATE INDEX file_links_rule ON file_links (rule_id);
+
+CREATE FUNCTION forget_deleted_rules() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE file_links SET rule_id = NULL WHERE rule_id IN (SELECT id FROM deleted_rules);
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER link_rules_forget AFTER DELETE ON link_rules
+    REFERENCING OLD TABLE AS deleted_rules
+    FOR EACH STATEMENT EXECUTE FUNCTION forget_deleted_rules();
 
 -- Apply the rules to these files: first matching rule wins, unknown projects and buildings
 -- created where the rule says so, manual links left alone, rule links of files that no rule

@@ -139,6 +139,18 @@ async fn rule_priority_decides_and_a_rule_change_is_reapplied() {
         link("2023-001", Some("Haus A"), Some(400))
     );
     assert_eq!(found["Archiv/2020-009 Alt/y.pdf"], link("2020-009", None, None));
+
+    // Deleting a rule keeps the links it made, without a dangling rule id.
+    database
+        .client
+        .batch_execute("DELETE FROM link_rules WHERE priority = 30")
+        .await
+        .unwrap();
+    assert_eq!(database.count("SELECT count(*) FROM file_links WHERE rule_id IS NOT NULL AND rule_id NOT IN (SELECT id FROM link_rules)").await, 0);
+    assert_eq!(
+        links(&database).await["Archiv/2020-009 Alt/y.pdf"],
+        link("2020-009", None, None)
+    );
 }
 
 #[tokio::test]

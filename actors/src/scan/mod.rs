@@ -140,9 +140,10 @@ async fn run(
         }
     }
     let scan_id = catalog.start_scan(&root.label, Some(device)).await?;
-    let rows = catalog.load_root(&root.label).await?;
+    // The catalog's rows and the disk are read at the same time: neither needs the other.
+    let (rows, walk) = tokio::join!(catalog.load_root(&root.label), walk(context, root));
+    let rows = rows?;
     let live_rows = rows.iter().filter(|row| !row.deleted).count();
-    let walk = walk(context, root).await;
     counts.ignored = walk.ignored;
     counts.skipped = walk.skipped.len() as u64;
     for (path, reason) in &walk.skipped {

@@ -68,6 +68,22 @@ pub struct UploadControl {
     pub drain: bool,
     /// Stop now: finish what is in flight, record it, give back the rest.
     pub stop: AtomicBool,
+    /// Wakes an idle uploader at once when `producing` or `stop` change, instead of at its
+    /// next poll (a scan's end would otherwise wait out the poll interval).
+    pub wake: tokio::sync::Notify,
+}
+
+impl UploadControl {
+    /// Registration has ended.
+    pub fn finish_producing(&self) {
+        self.producing.store(false, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
 }
 
 pub struct Uploader {
@@ -146,7 +162,10 @@ impl Uploader {
                 if stopping || self.drained(control).await? {
                     break;
                 }
-                tokio::time::sleep_until(next_poll.into()).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next_poll.into()) => {}
+                    _ = control.wake.notified() => {}
+                }
                 continue;
             }
             tokio::select! {

@@ -75,11 +75,12 @@ pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Resu
         producing: AtomicBool::new(true),
         drain: args.wait,
         stop: AtomicBool::new(args.no_upload),
+        wake: Default::default(),
     });
     let progress = start_progress(context.clone(), context.pool.counters.clone(), upload_counters.clone());
     let upload_task = tokio::spawn(upload_loop(uploader, control.clone()));
     let reports = scan_all_roots(config, context.clone(), first).await?;
-    control.producing.store(false, Ordering::SeqCst);
+    control.finish_producing();
     let uploader = upload_task.await??;
     // Asked only now: with --no-upload the uploader stopped before anything was registered.
     let queue_pending = uploader.pending().await?;

@@ -8,6 +8,7 @@ use std::io::IsTerminal;
 
 /// Keeps the async drain alive; dropping it flushes what is queued.
 pub struct LogGuard {
+    _scope: slog_scope::GlobalLoggerGuard,
     _guard: slog_async::AsyncGuard,
 }
 
@@ -47,5 +48,20 @@ pub fn build(config: &LogConfig) -> (Logger, LogGuard) {
     let drain = drain.filter_level(level_of(&config.level)).fuse();
     let (drain, guard) = slog_async::Async::new(drain).chan_size(4096).build_with_guard();
     let logger = Logger::root(drain.fuse(), o!());
-    (logger, LogGuard { _guard: guard })
+    // Dependencies log through `log` (and `tracing`, whose events become `log` records when
+    // no tracing subscriber is installed): into the same stream, tagged, at warning and above
+    // unless debugging.
+    let scope = slog_scope::set_global_logger(logger.new(o!("source" => "dependency")));
+    let dependency_level = match level_of(&config.level) {
+        Level::Debug | Level::Trace => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Warn,
+    };
+    let _ = slog_stdlog::init().map(|()| log::set_max_level(dependency_level));
+    (
+        logger,
+        LogGuard {
+            _scope: scope,
+            _guard: guard,
+        },
+    )
 }

@@ -43,6 +43,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The daemon: scans on the schedule, uploads continuously, /healthz and /metrics.
+    Run(commands::run::RunArgs),
     /// One full reconciliation of all roots, then exit.
     Scan(commands::scan::ScanArgs),
     /// Apply the catalog's migrations.
@@ -92,6 +94,10 @@ fn main() -> ExitCode {
         return report(commands::config_check(&config));
     }
     let (log, _guard) = logging::build(&config.log);
+    if let Command::Run(args) = &cli.command {
+        // The daemon runs its own actix system (and its threads); no runtime around it.
+        return report(commands::run::run(&config, &log, args));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -104,7 +110,7 @@ fn main() -> ExitCode {
             Command::Scan(args) => commands::scan::run(&config, &log, args).await,
             Command::Migrate => commands::migrate(&config, &log).await,
             Command::Status { json } => commands::status::run(&config, *json).await,
-            Command::Config { .. } | Command::Hash { .. } => unreachable!("handled above"),
+            Command::Config { .. } | Command::Hash { .. } | Command::Run(_) => unreachable!("handled above"),
         }
     });
     report(result)

@@ -12,11 +12,14 @@
 //! * [`catalog`] — PostgreSQL: migrations, registration batches, the upload queue, status.
 //! * [`upload`] — lease queued contents, skip what the store has, store the rest.
 //! * [`store`] — the object store backends (S3-compatible, local folder).
+//! * [`daemon`] — the actix actors of `filemetasync run` and their Supervisor.
 //! * [`key`], [`pathenc`] — the object key rule and the lossless path encoding.
 
 pub mod catalog;
+pub mod daemon;
 pub mod fs;
 pub mod hashing;
+pub mod hooks;
 pub mod key;
 pub mod pathenc;
 pub mod scan;

@@ -25,6 +25,10 @@ pub struct UploadSettings {
     pub lease: Duration,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
+    /// An unreachable store ends `run` with [`UploadError::StoreUnavailable`] (the daemon's
+    /// supervisor restarts the uploader with backoff) instead of counting against each
+    /// item's attempts (the `scan` command's behaviour).
+    pub stop_when_store_down: bool,
 }
 
 impl Default for UploadSettings {
@@ -35,6 +39,7 @@ impl Default for UploadSettings {
             lease: Duration::from_secs(15 * 60),
             backoff_initial: Duration::from_millis(500),
             backoff_max: Duration::from_secs(60),
+            stop_when_store_down: false,
         }
     }
 }
@@ -86,6 +91,14 @@ impl UploadControl {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("{0}")]
+    StoreUnavailable(String),
+}
+
 pub struct Uploader {
     catalog: Catalog,
     store: ObjectStore,
@@ -102,6 +115,8 @@ enum ItemOutcome {
     AlreadyStored,
     Dropped,
     Retry(String),
+    /// The store did not answer: the item goes back to the queue untouched.
+    StoreDown(String),
 }
 
 /// Outcomes are recorded in the catalog in batches of this many, or this often.
@@ -116,6 +131,7 @@ impl Uploader {
         store: ObjectStore,
         roots: HashMap<String, PathBuf>,
         settings: UploadSettings,
+        counters: Arc<UploadCounters>,
         log: Logger,
     ) -> Uploader {
         let mut root_labels: Vec<String> = roots.keys().cloned().collect();
@@ -126,7 +142,7 @@ impl Uploader {
             roots,
             root_labels,
             settings,
-            counters: Arc::default(),
+            counters,
             log,
         }
     }
@@ -134,7 +150,7 @@ impl Uploader {
     /// Keep `upload.concurrency` transfers in flight, leasing more as slots free up, and
     /// record outcomes in batches, until `control` says to stop. Leases still held at the
     /// end are given back.
-    pub async fn run(&self, control: &UploadControl) -> Result<(), CatalogError> {
+    pub async fn run(&self, control: &UploadControl) -> Result<(), UploadError> {
         self.catalog.relax_commit_durability().await?;
         let concurrency = self.settings.concurrency.max(1);
         let mut ready: VecDeque<QueueItem> = VecDeque::new();
@@ -142,9 +158,11 @@ impl Uploader {
         let mut done: Vec<(QueueItem, ItemOutcome)> = Vec::new();
         let mut last_commit = Instant::now();
         let mut next_poll = Instant::now();
+        let mut store_down: Option<String> = None;
         loop {
-            let stopping =
-                control.stop.load(Ordering::SeqCst) || (!control.producing.load(Ordering::SeqCst) && !control.drain);
+            let stopping = store_down.is_some()
+                || control.stop.load(Ordering::SeqCst)
+                || (!control.producing.load(Ordering::SeqCst) && !control.drain);
             if !stopping && ready.len() < concurrency && Instant::now() >= next_poll {
                 let leased = self.lease((concurrency * 4) as i32).await?;
                 if leased.is_empty() {
@@ -169,7 +187,12 @@ impl Uploader {
                 continue;
             }
             tokio::select! {
-                Some(outcome) = in_flight.next() => done.push(outcome),
+                Some((item, outcome)) = in_flight.next() => {
+                    if let ItemOutcome::StoreDown(reason) = &outcome {
+                        store_down.get_or_insert_with(|| reason.clone());
+                    }
+                    done.push((item, outcome));
+                }
                 _ = tokio::time::sleep(COMMIT_INTERVAL) => {}
             }
             if done.len() >= COMMIT_BATCH || last_commit.elapsed() >= COMMIT_INTERVAL {
@@ -178,7 +201,15 @@ impl Uploader {
             }
         }
         self.catalog.release_leases().await?;
-        Ok(())
+        match store_down {
+            Some(reason) => Err(UploadError::StoreUnavailable(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// Give back every lease this uploader holds (after its run was cut short).
+    pub async fn release_leases(&self) -> Result<u64, CatalogError> {
+        self.catalog.release_leases().await
     }
 
     async fn lease(&self, batch_size: i32) -> Result<Vec<QueueItem>, CatalogError> {
@@ -220,6 +251,8 @@ impl Uploader {
                 }
                 ItemOutcome::Dropped => self.drop_item(&item).await?,
                 ItemOutcome::Retry(reason) => self.fail(&item, reason).await?,
+                // Its lease is given back when the run ends; no attempt is counted.
+                ItemOutcome::StoreDown(_) => {}
             }
         }
         Ok(())
@@ -268,7 +301,7 @@ impl Uploader {
         match self.store.head(&item.storage_key).await {
             Ok(Some(size)) if size == item.size => return ItemOutcome::AlreadyStored,
             Ok(_) => {}
-            Err(error) => return ItemOutcome::Retry(error.to_string()),
+            Err(error) => return self.on_store_error(error),
         }
         if item.sources.is_empty() {
             return ItemOutcome::Dropped;
@@ -288,12 +321,19 @@ impl Uploader {
             match self.store.put_file(&content, &path).await {
                 Ok(()) => return ItemOutcome::Stored(item.size),
                 Err(StoreError::ContentMismatch(message)) => last_problem = message,
-                Err(StoreError::Other(message)) => return ItemOutcome::Retry(message),
+                Err(error) => return self.on_store_error(error),
             }
         }
         ItemOutcome::Retry(format!(
             "no copy on disk matches the registered content ({last_problem})"
         ))
+    }
+
+    fn on_store_error(&self, error: StoreError) -> ItemOutcome {
+        match error {
+            StoreError::Unavailable(reason) if self.settings.stop_when_store_down => ItemOutcome::StoreDown(reason),
+            other => ItemOutcome::Retry(other.to_string()),
+        }
     }
 
     fn local_path(&self, source: &SourceFile) -> Option<PathBuf> {

@@ -53,8 +53,8 @@ pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Resu
     info!(log, "scan started"; "roots" => config.roots.len(), "store" => store.describe(),
         "wait" => args.wait, "upload" => !args.no_upload);
     let first = app::open_catalog_migrated(config).await?;
+    let pool = Arc::new(HasherPool::new(config.hash.workers as usize));
     let context = Arc::new(ScanContext {
-        pool: HasherPool::new(config.hash.workers as usize),
         ignore: app::ignore_matcher(config),
         options: ScanOptions {
             batch_size: config.scan.batch_size as usize,
@@ -68,6 +68,7 @@ pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Resu
         store,
         app::root_paths(config),
         app::upload_settings(config),
+        Arc::default(),
         log.clone(),
     );
     let upload_counters = uploader.counters.clone();
@@ -77,9 +78,9 @@ pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Resu
         stop: AtomicBool::new(args.no_upload),
         wake: Default::default(),
     });
-    let progress = start_progress(context.clone(), context.pool.counters.clone(), upload_counters.clone());
+    let progress = start_progress(context.clone(), pool.counters.clone(), upload_counters.clone());
     let upload_task = tokio::spawn(upload_loop(uploader, control.clone()));
-    let reports = scan_all_roots(config, context.clone(), first).await?;
+    let reports = scan_all_roots(config, context.clone(), pool, first).await?;
     control.finish_producing();
     let uploader = upload_task.await??;
     // Asked only now: with --no-upload the uploader stopped before anything was registered.
@@ -105,6 +106,7 @@ pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Resu
 async fn scan_all_roots(
     config: &Config,
     context: Arc<ScanContext>,
+    pool: Arc<HasherPool>,
     first: fms_actors::catalog::Catalog,
 ) -> anyhow::Result<Vec<RootReport>> {
     let mut first = Some(first);
@@ -114,10 +116,10 @@ async fn scan_all_roots(
             Some(catalog) => catalog,
             None => app::open_catalog(config).await?,
         };
-        let context = context.clone();
-        tasks.push(tokio::spawn(
-            async move { scan_root(&mut catalog, &context, &root).await },
-        ));
+        let (context, pool) = (context.clone(), pool.clone());
+        tasks.push(tokio::spawn(async move {
+            scan_root(&mut catalog, &*pool, &context, &root).await
+        }));
     }
     let mut reports = Vec::new();
     for task in tasks {

@@ -49,5 +49,24 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             scan.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default(),
         );
     }
+    for process in &report.processes {
+        println!(
+            "daemon {} (role {}, pid {}): {}, last heartbeat {}",
+            process.agent, process.role, process.pid, process.state, process.heartbeat_at
+        );
+        for actor in process.actors.as_array().into_iter().flatten() {
+            let field = |name: &str| actor[name].as_str().unwrap_or("-").to_owned();
+            println!(
+                "  {:<12} {:<10} restarts {:>4}{}",
+                field("actor"),
+                field("state"),
+                actor["restarts"].as_u64().unwrap_or(0),
+                actor["reason"]
+                    .as_str()
+                    .map(|reason| format!("   last failure: {reason}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -87,7 +87,8 @@ pub struct WatchConfig {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ScanConfig {
-    /// Cron expression (minute hour day-of-month month day-of-week), in `timezone`.
+    /// Cron expression (minute hour day-of-month month day-of-week, optionally preceded by
+    /// seconds), in `timezone`.
     pub schedule: String,
     pub timezone: String,
     pub on_start: bool,
@@ -397,6 +398,13 @@ fn validate(config: &Config, problems: &mut Vec<Problem>) {
                 format!("{pattern:?} is not a valid glob: {error}"),
             );
         }
+    }
+    use fms_actors::daemon::schedule::Schedule;
+    if let Err(error) = Schedule::parse(&config.scan.schedule, "UTC") {
+        add("scan.schedule".into(), error);
+    }
+    if let Err(error) = Schedule::parse("0 3 * * *", &config.scan.timezone) {
+        add("scan.timezone".into(), error);
     }
     if config.http.listen.parse::<std::net::SocketAddr>().is_err() {
         add(

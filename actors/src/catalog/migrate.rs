@@ -7,6 +7,7 @@ use tokio_postgres::Client;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "catalog", include_str!("../../../migrations/0001_catalog.sql")),
     (2, "linking", include_str!("../../../migrations/0002_linking.sql")),
+    (3, "processes", include_str!("../../../migrations/0003_processes.sql")),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).

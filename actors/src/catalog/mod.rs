@@ -10,7 +10,7 @@ mod status;
 
 pub use queue::{QueueItem, SourceFile};
 pub use register::{BatchOutcome, Deletion, Move, Registration};
-pub use status::{QueueCounts, ScanRecord, StatusReport};
+pub use status::{ProcessStatus, QueueCounts, ScanRecord, StatusReport};
 
 use crate::pathenc::PathEncoding;
 use std::ffi::OsString;
@@ -27,6 +27,9 @@ pub enum CatalogError {
     Query(#[from] tokio_postgres::Error),
     #[error("catalog schema is at version {found}, this binary needs {needed}: run `filemetasync migrate`")]
     Schema { found: i32, needed: i32 },
+    /// The catalog writer (the daemon's registrar) could not take the write.
+    #[error("catalog unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl CatalogError {
@@ -85,6 +88,17 @@ impl Catalog {
             return Err(CatalogError::Schema { found, needed });
         }
         Ok(catalog)
+    }
+
+    /// A round trip: fails once the connection is lost.
+    pub async fn ping(&self) -> Result<(), CatalogError> {
+        self.client.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+
+    /// The lease owner name of this connection (unique per process and connection).
+    pub fn worker(&self) -> &str {
+        &self.worker
     }
 
     pub async fn migrate(&mut self) -> Result<Vec<i32>, CatalogError> {

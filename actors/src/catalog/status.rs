@@ -52,6 +52,25 @@ pub struct StatusReport {
     pub queue: QueueCounts,
     pub failed_uploads: Vec<FailedUpload>,
     pub last_scans: Vec<LastScan>,
+    /// Daemons that reported in the last day, newest heartbeat first.
+    pub processes: Vec<ProcessStatus>,
+}
+
+/// A daemon whose heartbeat is older than this is shown as not responding (it writes one
+/// every few seconds).
+pub const HEARTBEAT_STALE_SECONDS: f64 = 30.0;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessStatus {
+    pub agent: String,
+    pub role: String,
+    pub pid: i32,
+    pub started_at: String,
+    pub heartbeat_at: String,
+    /// running | not responding | stopped
+    pub state: String,
+    /// As the daemon reported them: [{actor, state, restarts, reason}].
+    pub actors: serde_json::Value,
 }
 
 impl Catalog {
@@ -127,6 +146,28 @@ impl Catalog {
         })
     }
 
+    /// Record this process and its actors (every few seconds while the daemon runs).
+    pub async fn heartbeat(&self, role: &str, actors: &serde_json::Value, stopped: bool) -> Result<(), CatalogError> {
+        self.client
+            .execute(
+                "INSERT INTO agent_processes (worker, agent, role, pid, actors)
+                 VALUES ($1, $2, $3, $4, $5::text::jsonb)
+                 ON CONFLICT (worker) DO UPDATE
+                    SET heartbeat_at = now(), actors = EXCLUDED.actors,
+                        stopped_at = CASE WHEN $6 THEN now() END",
+                &[
+                    &self.worker,
+                    &self.agent,
+                    &role,
+                    &(std::process::id() as i32),
+                    &actors.to_string(),
+                    &stopped,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn status(&self) -> Result<StatusReport, CatalogError> {
         let files = self
             .client
@@ -158,7 +199,40 @@ impl Catalog {
                 &[],
             )
             .await?;
+        let processes = self
+            .client
+            .query(
+                "SELECT agent, role, pid, started_at::text, heartbeat_at::text,
+                        extract(epoch FROM now() - heartbeat_at)::float8, stopped_at IS NOT NULL, actors::text
+                   FROM agent_processes
+                  WHERE heartbeat_at > now() - interval '1 day'
+                  ORDER BY heartbeat_at DESC LIMIT 50",
+                &[],
+            )
+            .await?;
         Ok(StatusReport {
+            processes: processes
+                .iter()
+                .map(|row| {
+                    let age: f64 = row.get(5);
+                    let stopped: bool = row.get(6);
+                    ProcessStatus {
+                        agent: row.get(0),
+                        role: row.get(1),
+                        pid: row.get(2),
+                        started_at: row.get(3),
+                        heartbeat_at: row.get(4),
+                        state: if stopped {
+                            "stopped".into()
+                        } else if age > HEARTBEAT_STALE_SECONDS {
+                            "not responding".into()
+                        } else {
+                            "running".into()
+                        },
+                        actors: serde_json::from_str(&row.get::<_, String>(7)).unwrap_or_default(),
+                    }
+                })
+                .collect(),
             files: files.get(0),
             deleted_files: files.get(1),
             contents: contents.get(0),

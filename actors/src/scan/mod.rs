@@ -7,11 +7,11 @@ mod register;
 
 pub use plan::{plan, HashJob, Plan};
 
-use crate::catalog::{Catalog, CatalogError, ScanRecord};
-use crate::fs::{walk_root, IgnoreMatcher};
-use crate::hashing::HasherPool;
+use crate::catalog::{BatchOutcome, Catalog, CatalogError, Deletion, Move, Registration, ScanRecord};
+use crate::fs::{walk_root, HashError, Hashed, IgnoreMatcher};
 use serde::Serialize;
 use slog::{error, info, warn, Logger};
+use std::future::Future;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,19 +86,61 @@ pub struct ScanProgress {
     pub walked: AtomicU64,
 }
 
-/// Everything a root scan needs besides its catalog connection.
+/// One transaction's worth of catalog writes for a root.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub registrations: Vec<Registration>,
+    pub moves: Vec<Move>,
+    pub deletions: Vec<Deletion>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.registrations.len() + self.moves.len() + self.deletions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where a scan sends its hashing and its catalog writes. The `scan` command hashes on its
+/// own threads and writes on the scan's connection; the daemon sends the same work to its
+/// hasher and registrar actors. Either way it is the same plan, the same batches, the same
+/// SQL: one registration path.
+pub trait ScanSink {
+    /// Hash requests a scan keeps in flight.
+    fn hash_slots(&self) -> usize;
+
+    /// Hash one file (with the re-stat check and retries on change).
+    fn hash(&self, path: PathBuf) -> impl Future<Output = Result<Hashed, HashError>>;
+
+    /// Write one batch in one transaction; `catalog` is the scan's own connection.
+    fn write(
+        &self,
+        catalog: &mut Catalog,
+        root: &str,
+        batch: Batch,
+    ) -> impl Future<Output = Result<BatchOutcome, CatalogError>>;
+}
+
+/// Everything a root scan needs besides its catalog connection and its sink.
 pub struct ScanContext {
-    pub pool: HasherPool<usize>,
     pub ignore: IgnoreMatcher,
     pub options: ScanOptions,
     pub progress: Arc<ScanProgress>,
     pub log: Logger,
 }
 
-pub async fn scan_root(catalog: &mut Catalog, context: &ScanContext, root: &RootSpec) -> RootReport {
+pub async fn scan_root<S: ScanSink>(
+    catalog: &mut Catalog,
+    sink: &S,
+    context: &ScanContext,
+    root: &RootSpec,
+) -> RootReport {
     let log = context.log.new(slog::o!("root" => root.label.clone()));
     let mut counts = RootCounts::default();
-    let outcome = match run(catalog, context, root, &log, &mut counts).await {
+    let outcome = match run(catalog, sink, context, root, &log, &mut counts).await {
         Ok(outcome) => outcome,
         Err(error) => RootOutcome::Failed(error.detail()),
     };
@@ -117,8 +159,9 @@ pub async fn scan_root(catalog: &mut Catalog, context: &ScanContext, root: &Root
     }
 }
 
-async fn run(
+async fn run<S: ScanSink>(
     catalog: &mut Catalog,
+    sink: &S,
     context: &ScanContext,
     root: &RootSpec,
     log: &Logger,
@@ -170,7 +213,7 @@ async fn run(
         return Ok(RootOutcome::Unavailable(reason));
     }
     let plan = plan::plan(walk.files, rows, &walk.unreadable_dirs);
-    register::apply(catalog, context, root, plan, log, counts).await?;
+    register::apply(catalog, sink, context, root, plan, log, counts).await?;
     let record = ScanRecord {
         files_seen: counts.seen,
         files_new: counts.new,

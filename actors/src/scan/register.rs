@@ -3,10 +3,10 @@
 //! missing at the end.
 
 use super::plan::{make_move, make_registration, HashJob, Plan};
-use super::{RootCounts, RootSpec, ScanContext};
-use crate::catalog::{BatchOutcome, Catalog, CatalogError, Deletion, Move, Registration};
+use super::{Batch, RootCounts, RootSpec, ScanContext, ScanSink};
+use crate::catalog::{BatchOutcome, Catalog, CatalogError, Deletion};
 use crate::fs::HashError;
-use crate::hashing::{HashReply, HashRequest};
+use futures::stream::{FuturesUnordered, StreamExt};
 use slog::{warn, Logger};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -17,30 +17,33 @@ const MAX_BATCH_AGE: Duration = Duration::from_millis(500);
 /// Writes waiting for the next transaction.
 #[derive(Default)]
 struct Pending {
-    registrations: Vec<Registration>,
-    moves: Vec<Move>,
-    deletions: Vec<Deletion>,
+    batch: Batch,
     since: Option<Instant>,
 }
 
 impl Pending {
     fn len(&self) -> usize {
-        self.registrations.len() + self.moves.len() + self.deletions.len()
+        self.batch.len()
     }
 
     fn touch(&mut self) {
         self.since.get_or_insert_with(Instant::now);
     }
 
-    async fn flush(&mut self, catalog: &mut Catalog, root: &str, counts: &mut RootCounts) -> Result<(), CatalogError> {
+    async fn flush<S: ScanSink>(
+        &mut self,
+        sink: &S,
+        catalog: &mut Catalog,
+        root: &str,
+        counts: &mut RootCounts,
+    ) -> Result<(), CatalogError> {
         if self.len() == 0 {
             return Ok(());
         }
-        let outcome = catalog
-            .write_batch(root, &self.registrations, &self.moves, &self.deletions)
-            .await?;
+        let batch = std::mem::take(&mut self.batch);
+        self.since = None;
+        let outcome = sink.write(catalog, root, batch).await?;
         add_outcome(counts, &outcome);
-        *self = Pending::default();
         Ok(())
     }
 }
@@ -53,8 +56,9 @@ fn add_outcome(counts: &mut RootCounts, outcome: &BatchOutcome) {
     counts.deleted += outcome.deleted;
 }
 
-pub(super) async fn apply(
+pub(super) async fn apply<S: ScanSink>(
     catalog: &mut Catalog,
+    sink: &S,
     context: &ScanContext,
     root: &RootSpec,
     mut plan: Plan,
@@ -69,75 +73,98 @@ pub(super) async fn apply(
         counts.failed += 1;
     }
     let mut pending = Pending {
-        registrations: std::mem::take(&mut plan.carried),
-        moves: std::mem::take(&mut plan.moves),
-        ..Pending::default()
+        batch: Batch {
+            registrations: std::mem::take(&mut plan.carried),
+            moves: std::mem::take(&mut plan.moves),
+            deletions: Vec::new(),
+        },
+        since: None,
     };
-    pending.flush(catalog, &root.label, counts).await?;
+    pending.flush(sink, catalog, &root.label, counts).await?;
     let jobs = std::mem::take(&mut plan.to_hash);
-    hash_and_register(catalog, context, root, jobs, &mut plan, &mut pending, log, counts).await?;
+    let mut run = Run {
+        sink,
+        catalog,
+        root,
+        plan: &mut plan,
+        pending: &mut pending,
+        batch_size: context.options.batch_size,
+        log,
+        counts,
+    };
+    run.hash_and_register(jobs).await?;
     for id in plan.vanished.keys() {
-        pending.deletions.push(Deletion { id: *id });
+        pending.batch.deletions.push(Deletion { id: *id });
         if pending.len() >= context.options.batch_size {
-            pending.flush(catalog, &root.label, counts).await?;
+            pending.flush(sink, catalog, &root.label, counts).await?;
         }
     }
-    pending.flush(catalog, &root.label, counts).await
+    pending.flush(sink, catalog, &root.label, counts).await
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn hash_and_register(
-    catalog: &mut Catalog,
-    context: &ScanContext,
-    root: &RootSpec,
-    jobs: Vec<HashJob>,
-    plan: &mut Plan,
-    pending: &mut Pending,
-    log: &Logger,
-    counts: &mut RootCounts,
-) -> Result<(), CatalogError> {
-    let mut vanished_by_sha: HashMap<String, Vec<i64>> = HashMap::new();
-    for row in plan.vanished.values() {
-        vanished_by_sha.entry(row.sha256.clone()).or_default().push(row.id);
-    }
-    let (reply_sender, mut replies) = tokio::sync::mpsc::channel::<HashReply<usize>>(256);
-    let submitter = context.pool.submitter();
-    let requests: Vec<HashRequest<usize>> = jobs
-        .iter()
-        .enumerate()
-        .map(|(index, job)| HashRequest {
-            path: root.path.join(&job.relative),
-            tag: index,
-            reply: reply_sender.clone(),
-        })
-        .collect();
-    drop(reply_sender);
-    // Feeding blocks while the pool is busy, so it runs on a blocking thread.
-    let feeder = tokio::task::spawn_blocking(move || {
-        for request in requests {
-            if submitter.send(request).is_err() {
-                break;
+/// The hashing phase of one root's scan.
+struct Run<'a, S> {
+    sink: &'a S,
+    catalog: &'a mut Catalog,
+    root: &'a RootSpec,
+    plan: &'a mut Plan,
+    pending: &'a mut Pending,
+    batch_size: usize,
+    log: &'a Logger,
+    counts: &'a mut RootCounts,
+}
+
+impl<S: ScanSink> Run<'_, S> {
+    /// Hash every job, `hash_slots` at a time, registering the results in batches as they
+    /// come back (a batch goes out when full or `MAX_BATCH_AGE` old).
+    async fn hash_and_register(&mut self, jobs: Vec<HashJob>) -> Result<(), CatalogError> {
+        let mut vanished_by_sha: HashMap<String, Vec<i64>> = HashMap::new();
+        for row in self.plan.vanished.values() {
+            vanished_by_sha.entry(row.sha256.clone()).or_default().push(row.id);
+        }
+        let slots = self.sink.hash_slots().max(1);
+        let sink = self.sink;
+        let base = self.root.path.clone();
+        let mut next = 0;
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < slots && next < jobs.len() {
+                let index = next;
+                let path = base.join(&jobs[index].relative);
+                in_flight.push(async move { (index, sink.hash(path).await) });
+                next += 1;
+            }
+            let reply = match tokio::time::timeout(MAX_BATCH_AGE, in_flight.next()).await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => break,
+                Err(_elapsed) => {
+                    self.flush().await?;
+                    continue;
+                }
+            };
+            let (index, result) = reply;
+            on_hashed(
+                &jobs[index],
+                result,
+                self.plan,
+                &mut vanished_by_sha,
+                self.pending,
+                self.log,
+                self.counts,
+            );
+            let too_old = self.pending.since.is_some_and(|since| since.elapsed() >= MAX_BATCH_AGE);
+            if self.pending.len() >= self.batch_size || too_old {
+                self.flush().await?;
             }
         }
-    });
-    loop {
-        let reply = match tokio::time::timeout(MAX_BATCH_AGE, replies.recv()).await {
-            Ok(Some(reply)) => reply,
-            Ok(None) => break,
-            Err(_elapsed) => {
-                pending.flush(catalog, &root.label, counts).await?;
-                continue;
-            }
-        };
-        let job = &jobs[reply.tag];
-        on_hashed(job, reply.result, plan, &mut vanished_by_sha, pending, log, counts);
-        let too_old = pending.since.is_some_and(|since| since.elapsed() >= MAX_BATCH_AGE);
-        if pending.len() >= context.options.batch_size || too_old {
-            pending.flush(catalog, &root.label, counts).await?;
-        }
+        Ok(())
     }
-    let _ = feeder.await;
-    Ok(())
+
+    async fn flush(&mut self) -> Result<(), CatalogError> {
+        self.pending
+            .flush(self.sink, self.catalog, &self.root.label, self.counts)
+            .await
+    }
 }
 
 fn on_hashed(
@@ -156,7 +183,7 @@ fn on_hashed(
         Err(HashError::Vanished) | Err(HashError::NotRegular) => {
             // Gone (or no longer a regular file) since the walk: whatever row it had goes.
             if let Some(id) = job.existing {
-                pending.deletions.push(Deletion { id });
+                pending.batch.deletions.push(Deletion { id });
             }
             return;
         }
@@ -177,13 +204,14 @@ fn on_hashed(
         if let Some(id) = vanished_by_sha.get_mut(&hashed.sha256).and_then(|ids| ids.pop()) {
             plan.vanished.remove(&id);
             pending
+                .batch
                 .moves
                 .push(make_move(id, job.path.clone(), job.encoding, &hashed.stat));
             return;
         }
     }
     let key = crate::key::storage_key(&hashed.sha256, &job.relative);
-    pending.registrations.push(make_registration(
+    pending.batch.registrations.push(make_registration(
         job.path.clone(),
         job.encoding,
         &hashed.stat,

@@ -19,7 +19,11 @@ pub enum StoreError {
     /// or wait for the next scan to register the new content.
     #[error("content differs from its registered SHA-256: {0}")]
     ContentMismatch(String),
-    /// Anything else (network, server, permissions): retried with backoff.
+    /// The store cannot be reached (connection refused, timeout, 503): nothing is wrong with
+    /// the content; the uploader stops and restarts with backoff until the store is back.
+    #[error("object store unreachable: {0}")]
+    Unavailable(String),
+    /// Anything else (server, permissions): retried with backoff.
     #[error("{0}")]
     Other(String),
 }
@@ -75,6 +79,11 @@ impl ObjectStore {
             ObjectStore::S3(store) => store.list_keys().await,
             ObjectStore::Local(store) => store.list_keys().await,
         }
+    }
+
+    /// Whether the store answers at all (a HEAD of a key that is never written).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        self.head("files/.filemetasync-probe").await.map(|_| ())
     }
 
     /// A short description for logs and `status` (never credentials).

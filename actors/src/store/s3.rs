@@ -289,8 +289,14 @@ where
         "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch"
     ) || text.contains("checksum")
         && (text.contains("mismatch") || text.contains("did not match") || text.contains("BadDigest"));
+    // No answer at all, or the server says it cannot serve now: the store is down, not
+    // this content; the uploader waits for it instead of spending the item's attempts.
+    let unreachable =
+        matches!(error, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) || code == "ServiceUnavailable";
     if mismatch {
         StoreError::ContentMismatch(text)
+    } else if unreachable {
+        StoreError::Unavailable(text)
     } else {
         StoreError::Other(text)
     }

@@ -1,0 +1,166 @@
+//! HasherActor: one hashing thread each, one file at a time. The actor never blocks its
+//! arbiter: the file is read on its own thread, and the answer comes back on a oneshot
+//! channel. If the thread dies (a panic while hashing), the actor fails and the Supervisor
+//! starts a new one with a new thread, so the pool never shrinks for good; the file that was
+//! in flight is given to another hasher by [`Hashers`].
+
+use super::supervisor::{take_panic, ChildGuard, StopChild};
+use super::Slot;
+use crate::fs::{HashError, Hashed};
+use crate::hashing::{lost_worker, HashCounters, HashJob, HashThread};
+use actix::prelude::*;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Hash one file. `Err(WorkerLost)` means the hasher died with it: try another.
+#[derive(Message)]
+#[rtype(result = "Result<Result<Hashed, HashError>, WorkerLost>")]
+pub struct HashFile(pub PathBuf);
+
+#[derive(Debug)]
+pub struct WorkerLost;
+
+/// Messages a hasher holds besides the one it is working on.
+const MAILBOX: usize = 2;
+
+pub struct HasherActor {
+    guard: ChildGuard,
+    thread: Option<HashThread>,
+    thread_name: String,
+    counters: Arc<HashCounters>,
+}
+
+impl HasherActor {
+    pub fn new(guard: ChildGuard, counters: Arc<HashCounters>) -> HasherActor {
+        let thread_name = format!("{}.{}", guard.name(), guard.generation());
+        HasherActor {
+            guard,
+            thread: None,
+            thread_name,
+            counters,
+        }
+    }
+
+    fn thread_failed(&mut self, ctx: &mut Context<Self>) {
+        let panic = take_panic(Some(&self.thread_name)).unwrap_or_else(|| "no message".into());
+        self.guard.fail(format!("hashing thread panicked: {panic}"));
+        ctx.stop();
+    }
+}
+
+impl Actor for HasherActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        match HashThread::spawn(self.thread_name.clone(), self.counters.clone()) {
+            Ok(thread) => {
+                self.thread = Some(thread);
+                self.guard.ready();
+            }
+            Err(error) => {
+                self.guard.fail(format!("cannot start a hashing thread: {error}"));
+                ctx.stop();
+            }
+        }
+        // A thread that dies between files is noticed too, not only with a job in hand.
+        ctx.run_interval(Duration::from_secs(1), |actor, ctx| {
+            if !actor.thread.as_ref().is_some_and(HashThread::is_alive) {
+                actor.thread_failed(ctx);
+            }
+        });
+    }
+}
+
+impl Handler<HashFile> for HasherActor {
+    type Result = AtomicResponse<Self, Result<Result<Hashed, HashError>, WorkerLost>>;
+
+    fn handle(&mut self, message: HashFile, _ctx: &mut Context<Self>) -> Self::Result {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let submitted = match &self.thread {
+            // One job at a time (AtomicResponse), so the thread's one slot is always free.
+            Some(thread) => thread.try_submit(HashJob { path: message.0, reply }).is_ok(),
+            None => false,
+        };
+        AtomicResponse::new(Box::pin(
+            async move {
+                if !submitted {
+                    return None;
+                }
+                answer.await.ok()
+            }
+            .into_actor(self)
+            .map(|result, actor, ctx| match result {
+                Some(result) => Ok(result),
+                None => {
+                    actor.thread_failed(ctx);
+                    Err(WorkerLost)
+                }
+            }),
+        ))
+    }
+}
+
+impl Handler<StopChild> for HasherActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopChild, ctx: &mut Context<Self>) {
+        self.guard.stop_cleanly();
+        ctx.stop();
+    }
+}
+
+/// The hasher pool as the scans see it: round robin over the current instances, and a
+/// file whose hasher died is given to the next one.
+#[derive(Clone)]
+pub struct Hashers {
+    slots: Arc<Vec<Slot<HasherActor>>>,
+    next: Arc<AtomicUsize>,
+}
+
+/// How long a file waits for any hasher to be up before it counts as unreadable this round.
+const NO_HASHER_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Hashers {
+    pub fn new(slots: Vec<Slot<HasherActor>>) -> Hashers {
+        Hashers {
+            slots: Arc::new(slots),
+            next: Arc::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Requests to keep in flight: enough to fill every hasher's mailbox.
+    pub fn slots(&self) -> usize {
+        self.slots.len() * (MAILBOX + 1)
+    }
+
+    pub async fn hash(&self, path: PathBuf) -> Result<Hashed, HashError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + NO_HASHER_TIMEOUT;
+        let mut attempt = 0;
+        while tokio::time::Instant::now() < deadline {
+            let slot = &self.slots[(start + attempt) % self.slots.len()];
+            attempt += 1;
+            if let Some(hasher) = slot.get() {
+                match hasher.send(HashFile(path.clone())).await {
+                    Ok(Ok(result)) => return result,
+                    Ok(Err(WorkerLost)) | Err(_) => {}
+                }
+            }
+            if attempt % self.slots.len() == 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Err(lost_worker())
+    }
+}

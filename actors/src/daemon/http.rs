@@ -1,0 +1,327 @@
+//! `http.listen`: `/healthz` and `/metrics`, served from a plain thread (tiny_http) that
+//! reads what the actors count and asks the catalog for its totals with its own connection.
+//! The same thread writes the process's heartbeat (with every actor's state) into
+//! `agent_processes` every few seconds, which is what `filemetasync status` shows.
+
+use super::supervisor::{ActorHealth, ActorState};
+use super::Observed;
+use crate::catalog::{Catalog, StatusReport};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+use slog::{info, warn, Logger};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub url: String,
+    pub agent: String,
+    pub role: &'static str,
+}
+
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// The catalog gets this long to answer a health check or a scrape.
+const CATALOG_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Bind now (so that a taken port is a clear error at start), serve on a new thread until
+/// `stop` is set.
+pub fn spawn(
+    settings: HttpSettings,
+    observed: Observed,
+    stop: Arc<AtomicBool>,
+    log: Logger,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let server = tiny_http::Server::http(settings.listen)
+        .map_err(|error| std::io::Error::other(format!("cannot listen on {}: {error}", settings.listen)))?;
+    info!(log, "http listening"; "address" => settings.listen.to_string(), "paths" => "/healthz /metrics");
+    std::thread::Builder::new().name("http".into()).spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                warn!(log, "http thread cannot start its runtime"; "error" => error.to_string());
+                return;
+            }
+        };
+        let mut endpoint = Endpoint {
+            settings,
+            observed,
+            catalog: None,
+            log,
+        };
+        let mut last_heartbeat: Option<Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_INTERVAL) {
+                runtime.block_on(endpoint.heartbeat(false));
+                last_heartbeat = Some(Instant::now());
+            }
+            match server.recv_timeout(Duration::from_millis(250)) {
+                Ok(Some(request)) => runtime.block_on(endpoint.answer(request)),
+                Ok(None) => {}
+                Err(error) => warn!(endpoint.log, "http accept failed"; "error" => error.to_string()),
+            }
+        }
+        runtime.block_on(endpoint.heartbeat(true));
+    })
+}
+
+struct Endpoint {
+    settings: HttpSettings,
+    observed: Observed,
+    catalog: Option<Catalog>,
+    log: Logger,
+}
+
+impl Endpoint {
+    /// The catalog connection, opened on first use and after a failure.
+    async fn catalog(&mut self) -> Result<&Catalog, String> {
+        if self.catalog.is_none() {
+            let connect = Catalog::connect(&self.settings.url, &self.settings.agent);
+            let catalog = tokio::time::timeout(CATALOG_TIMEOUT, connect)
+                .await
+                .map_err(|_| "no answer from PostgreSQL".to_owned())?
+                .map_err(|error| error.detail())?;
+            self.catalog = Some(catalog);
+        }
+        Ok(self.catalog.as_ref().expect("just set"))
+    }
+
+    /// Run `query` on the catalog with a timeout; a failure drops the connection, so the
+    /// next use reconnects.
+    async fn ask<T>(
+        &mut self,
+        query: impl AsyncFnOnce(&Catalog) -> Result<T, crate::catalog::CatalogError>,
+    ) -> Result<T, String> {
+        let result = match self.catalog().await {
+            Ok(catalog) => match tokio::time::timeout(CATALOG_TIMEOUT, query(catalog)).await {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) => Err(error.detail()),
+                Err(_) => Err("no answer from PostgreSQL".to_owned()),
+            },
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            self.catalog = None;
+        }
+        result
+    }
+
+    fn actors(&self) -> Vec<ActorHealth> {
+        let board = self.observed.board.lock().unwrap_or_else(|e| e.into_inner());
+        board.values().cloned().collect()
+    }
+
+    async fn heartbeat(&mut self, stopped: bool) {
+        let actors = serde_json::to_value(self.actors()).unwrap_or_default();
+        let role = self.settings.role;
+        if let Err(error) = self
+            .ask(async |catalog| catalog.heartbeat(role, &actors, stopped).await)
+            .await
+        {
+            // The actors that need the catalog report its loss themselves; this is only a
+            // missed heartbeat.
+            slog::debug!(self.log, "heartbeat not written"; "error" => error);
+        }
+    }
+
+    async fn answer(&mut self, request: tiny_http::Request) {
+        let path = request.url().split('?').next().unwrap_or("").to_owned();
+        let (status, content_type, body) = match path.as_str() {
+            "/healthz" => self.health().await,
+            "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", self.metrics().await),
+            _ => (404, "text/plain", "not found: try /healthz or /metrics\n".to_owned()),
+        };
+        let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("static header is valid");
+        let response = tiny_http::Response::from_string(body)
+            .with_status_code(status)
+            .with_header(header);
+        let _ = request.respond(response);
+    }
+
+    /// 200 only while every actor runs and the catalog answers; the body says what does not.
+    async fn health(&mut self) -> (u16, &'static str, String) {
+        let mut problems: Vec<String> = self
+            .actors()
+            .into_iter()
+            .filter(|actor| actor.state != ActorState::Running)
+            .map(|actor| {
+                format!(
+                    "{}: {:?}{}",
+                    actor.actor,
+                    actor.state,
+                    actor.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                )
+            })
+            .collect();
+        if let Err(error) = self.ask(async |catalog| catalog.ping().await).await {
+            problems.push(format!("catalog: unreachable ({error})"));
+        }
+        if problems.is_empty() {
+            (200, "text/plain", "ok\n".to_owned())
+        } else {
+            (503, "text/plain", problems.join("\n") + "\n")
+        }
+    }
+
+    async fn metrics(&mut self) -> String {
+        let totals = self.ask(async |catalog| catalog.status().await).await;
+        let mut registry = Registry::with_prefix("fms");
+        self.register_process(&mut registry);
+        register_catalog(&mut registry, totals.as_ref().ok());
+        let mut text = String::new();
+        if encode(&mut text, &registry).is_err() {
+            return "# encoding failed\n".to_owned();
+        }
+        text
+    }
+
+    fn register_process(&self, registry: &mut Registry) {
+        let observed = &self.observed;
+        let load = |value: &AtomicU64| value.load(Ordering::Relaxed);
+        let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+            registry.register(name, help, ConstCounter::new(value));
+        };
+        let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
+            registry.register(name, help, ConstGauge::new(value));
+        };
+        counter(
+            registry,
+            "files_walked",
+            "Files and folders seen by scan walks",
+            load(&observed.progress.walked),
+        );
+        counter(
+            registry,
+            "files_hashed",
+            "Files hashed by this process",
+            load(&observed.hashing.files),
+        );
+        counter(
+            registry,
+            "bytes_hashed",
+            "Bytes hashed by this process",
+            load(&observed.hashing.bytes),
+        );
+        let uploads = &observed.uploads;
+        counter(
+            registry,
+            "uploads",
+            "Contents stored by this process",
+            load(&uploads.uploaded),
+        );
+        counter(
+            registry,
+            "uploaded_bytes",
+            "Bytes stored by this process",
+            load(&uploads.uploaded_bytes),
+        );
+        counter(
+            registry,
+            "uploads_skipped_existing",
+            "Uploads skipped because the store had the object",
+            load(&uploads.skipped_existing),
+        );
+        counter(
+            registry,
+            "upload_failures",
+            "Failed upload attempts",
+            load(&uploads.failed_attempts),
+        );
+        counter(
+            registry,
+            "uploads_given_up",
+            "Contents marked failed after their last attempt",
+            load(&uploads.failed_final),
+        );
+        let scans = &observed.scans;
+        counter(registry, "scans_started", "Scans started", load(&scans.started));
+        counter(
+            registry,
+            "scans_failed",
+            "Scans cut short by a catalog failure",
+            load(&scans.failed),
+        );
+        counter(
+            registry,
+            "scans_skipped_overlap",
+            "Scheduled scans skipped because one was running",
+            load(&scans.skipped_overlap),
+        );
+        gauge(
+            registry,
+            "scan_running",
+            "1 while a scan runs",
+            load(&scans.running) as i64,
+        );
+        registry.register(
+            "last_scan_duration_seconds",
+            "Duration of the last finished scan",
+            ConstGauge::new(load(&scans.last_duration_ms) as f64 / 1000.0),
+        );
+        gauge(
+            registry,
+            "roots_unavailable",
+            "Roots the last scan found missing or unmounted",
+            load(&scans.roots_unavailable) as i64,
+        );
+        gauge(
+            registry,
+            "hashers",
+            "Hasher actors in the pool",
+            observed.hashers as i64,
+        );
+        let restarts = Family::<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>::default();
+        let up = Family::<Vec<(String, String)>, Gauge>::default();
+        for actor in self.actors() {
+            let labels = vec![("actor".to_owned(), actor.actor.clone())];
+            restarts.get_or_create(&labels).inc_by(actor.restarts);
+            up.get_or_create(&labels)
+                .set(i64::from(actor.state == ActorState::Running));
+        }
+        registry.register(
+            "actor_restarts",
+            "Restarts of each actor since the daemon started",
+            restarts,
+        );
+        registry.register("actor_up", "1 while the actor runs", up);
+    }
+}
+
+fn register_catalog(registry: &mut Registry, totals: Option<&StatusReport>) {
+    registry.register(
+        "catalog_up",
+        "1 when the catalog answered this scrape",
+        ConstGauge::new(i64::from(totals.is_some())),
+    );
+    let Some(totals) = totals else { return };
+    let gauges: [(&str, &str, i64); 9] = [
+        ("files", "Live files in the catalog", totals.files),
+        (
+            "files_deleted",
+            "Soft-deleted files in the catalog",
+            totals.deleted_files,
+        ),
+        ("contents", "Distinct contents in the catalog", totals.contents),
+        ("content_bytes", "Bytes of all distinct contents", totals.content_bytes),
+        (
+            "contents_uploaded",
+            "Contents stored in the object store",
+            totals.uploaded_contents,
+        ),
+        (
+            "contents_uploaded_bytes",
+            "Bytes of the stored contents",
+            totals.uploaded_bytes,
+        ),
+        ("queue_pending", "Contents waiting for upload", totals.queue.pending),
+        ("queue_leased", "Contents being uploaded now", totals.queue.leased),
+        ("queue_failed", "Contents whose upload gave up", totals.queue.failed),
+    ];
+    for (name, help, value) in gauges {
+        registry.register(name, help, ConstGauge::new(value));
+    }
+}

@@ -1,0 +1,121 @@
+//! RegistrarActor: the catalog writer. Each `WriteBatch` is one transaction (registrations,
+//! moves and soft deletions of one root, and the upload queue rows of new contents). A lost
+//! connection fails the actor; the Supervisor restarts it, and the new instance reconnects.
+
+use super::supervisor::{ChildGuard, StopChild};
+use crate::catalog::{BatchOutcome, Catalog};
+use crate::scan::Batch;
+use actix::prelude::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Message)]
+#[rtype(result = "Result<BatchOutcome, String>")]
+pub struct WriteBatch {
+    pub root: String,
+    /// Shared, so that a sender can send it again if this registrar dies with it.
+    pub batch: Arc<Batch>,
+}
+
+/// Batches a registrar holds besides the one it writes.
+const MAILBOX: usize = 4;
+/// An idle registrar checks its connection this often, so a lost database shows at once.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct RegistrarActor {
+    guard: ChildGuard,
+    url: String,
+    agent: String,
+    catalog: Option<Catalog>,
+}
+
+impl RegistrarActor {
+    pub fn new(guard: ChildGuard, url: String, agent: String) -> RegistrarActor {
+        RegistrarActor {
+            guard,
+            url,
+            agent,
+            catalog: None,
+        }
+    }
+
+    fn lost(&mut self, reason: String, ctx: &mut Context<Self>) {
+        self.guard.fail(format!("catalog: {reason}"));
+        ctx.stop();
+    }
+}
+
+impl Actor for RegistrarActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        let (url, agent) = (self.url.clone(), self.agent.clone());
+        // No batch is taken before the connection is up.
+        ctx.wait(async move { Catalog::open(&url, &agent).await }.into_actor(self).map(
+            |result, actor, ctx| match result {
+                Ok(catalog) => {
+                    actor.catalog = Some(catalog);
+                    actor.guard.ready();
+                }
+                Err(error) => actor.lost(error.detail(), ctx),
+            },
+        ));
+        ctx.run_interval(PING_INTERVAL, |actor, ctx| {
+            let Some(catalog) = actor.catalog.take() else { return };
+            ctx.wait(
+                async move {
+                    let result = catalog.ping().await;
+                    (catalog, result)
+                }
+                .into_actor(actor)
+                .map(|(catalog, result), actor, ctx| {
+                    actor.catalog = Some(catalog);
+                    if let Err(error) = result {
+                        actor.lost(error.detail(), ctx);
+                    }
+                }),
+            );
+        });
+    }
+}
+
+impl Handler<WriteBatch> for RegistrarActor {
+    type Result = AtomicResponse<Self, Result<BatchOutcome, String>>;
+
+    fn handle(&mut self, message: WriteBatch, _ctx: &mut Context<Self>) -> Self::Result {
+        crate::hooks::maybe_panic_in("registrar");
+        let catalog = self.catalog.take();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let Some(mut catalog) = catalog else {
+                    return (None, Err("the registrar has no catalog connection".to_owned()));
+                };
+                let batch = &message.batch;
+                let result = catalog
+                    .write_batch(&message.root, &batch.registrations, &batch.moves, &batch.deletions)
+                    .await
+                    .map_err(|error| error.detail());
+                (Some(catalog), result)
+            }
+            .into_actor(self)
+            .map(|(catalog, result), actor, ctx| {
+                actor.catalog = catalog;
+                if let Err(reason) = &result {
+                    actor.lost(reason.clone(), ctx);
+                }
+                result
+            }),
+        ))
+    }
+}
+
+impl Handler<StopChild> for RegistrarActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopChild, ctx: &mut Context<Self>) {
+        // Messages already in the mailbox are handled first: a batch in flight is committed.
+        self.guard.stop_cleanly();
+        ctx.stop();
+    }
+}

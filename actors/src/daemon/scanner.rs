@@ -1,0 +1,285 @@
+//! ScannerActor: the full reconciliation, on the cron schedule, at start (`scan.on_start`)
+//! and after its own restart (a scan cut short by a lost catalog is done again at once).
+//! A run never overlaps the previous one: a tick during a scan is skipped and logged.
+//! The walk and the plan are the `scan` module's; hashing goes to the hasher actors and
+//! every write to the registrar, through [`ActorSink`].
+
+use super::hasher::Hashers;
+use super::registrar::{RegistrarActor, WriteBatch};
+use super::schedule::Schedule;
+use super::supervisor::{ChildGuard, StopChild};
+use super::Slot;
+use crate::catalog::{BatchOutcome, Catalog, CatalogError};
+use crate::fs::{HashError, Hashed};
+use crate::scan::{scan_root, Batch, RootOutcome, RootSpec, ScanContext, ScanSink};
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use slog::{info, warn, Logger};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Run a scan now (unless one is running).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ScanNow {
+    pub trigger: String,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ScanStats {
+    pub started: AtomicU64,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub skipped_overlap: AtomicU64,
+    pub running: AtomicU64,
+    pub last_duration_ms: AtomicU64,
+    pub last_finished_unix: AtomicU64,
+    pub roots_unavailable: AtomicU64,
+}
+
+/// How long a batch waits for a registrar to be up again before the scan gives up on it.
+const REGISTRAR_WAIT: Duration = Duration::from_secs(60);
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Timers are re-armed at least this often, so that a wall-clock jump does not make a run late.
+const MAX_TIMER: Duration = Duration::from_secs(30);
+
+/// The daemon's scan sink: hashing on the hasher actors, writes through the registrar.
+pub struct ActorSink {
+    pub hashers: Hashers,
+    pub registrar: Slot<RegistrarActor>,
+}
+
+impl ScanSink for ActorSink {
+    fn hash_slots(&self) -> usize {
+        self.hashers.slots()
+    }
+
+    fn hash(&self, path: PathBuf) -> impl std::future::Future<Output = Result<Hashed, HashError>> {
+        self.hashers.hash(path)
+    }
+
+    async fn write(&self, _catalog: &mut Catalog, root: &str, batch: Batch) -> Result<BatchOutcome, CatalogError> {
+        let batch = Arc::new(batch);
+        let deadline = Instant::now() + REGISTRAR_WAIT;
+        loop {
+            if let Some(registrar) = self.registrar.get() {
+                let message = WriteBatch {
+                    root: root.to_owned(),
+                    batch: batch.clone(),
+                };
+                match registrar.send(message).await {
+                    Ok(Ok(outcome)) => return Ok(outcome),
+                    Ok(Err(reason)) => return Err(CatalogError::Unavailable(reason)),
+                    // The registrar died with the batch (not committed, or committed and
+                    // written again harmlessly: every statement of a batch is idempotent).
+                    Err(_) => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(CatalogError::Unavailable("no registrar is running".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub struct ScannerSettings {
+    pub url: String,
+    pub agent: String,
+    pub roots: Vec<RootSpec>,
+    pub schedule: Schedule,
+    pub on_start: bool,
+    pub context: ScanContext,
+}
+
+pub struct ScannerActor {
+    guard: ChildGuard,
+    settings: Arc<ScannerSettings>,
+    sink: Arc<ActorSink>,
+    stats: Arc<ScanStats>,
+    catalog: Option<Catalog>,
+    scan: Option<SpawnHandle>,
+    next_run: Option<DateTime<Utc>>,
+    log: Logger,
+}
+
+impl ScannerActor {
+    pub fn new(
+        guard: ChildGuard,
+        settings: Arc<ScannerSettings>,
+        sink: Arc<ActorSink>,
+        stats: Arc<ScanStats>,
+        log: Logger,
+    ) -> ScannerActor {
+        ScannerActor {
+            guard,
+            settings,
+            sink,
+            stats,
+            catalog: None,
+            scan: None,
+            next_run: None,
+            log,
+        }
+    }
+
+    fn arm_timer(&mut self, ctx: &mut Context<Self>) {
+        let now = Utc::now();
+        let next = match self.next_run {
+            Some(next) => next,
+            None => match self.settings.schedule.next_after(now) {
+                Some(next) => {
+                    self.next_run = Some(next);
+                    next
+                }
+                None => return,
+            },
+        };
+        let wait = (next - now).to_std().unwrap_or_default().min(MAX_TIMER);
+        ctx.run_later(wait, |actor, ctx| {
+            if let Some(due) = actor.next_run.filter(|due| Utc::now() >= *due) {
+                actor.next_run = None;
+                let late_ms = (Utc::now() - due).num_milliseconds();
+                info!(actor.log, "scheduled scan due"; "scheduled_for" => due.to_rfc3339(), "late_ms" => late_ms);
+                actor.start_scan("schedule", ctx);
+            }
+            actor.arm_timer(ctx);
+        });
+    }
+
+    fn start_scan(&mut self, trigger: &str, ctx: &mut Context<Self>) {
+        if self.scan.is_some() {
+            self.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
+            warn!(self.log, "scan skipped: the previous scan is still running"; "trigger" => trigger);
+            return;
+        }
+        let Some(mut catalog) = self.catalog.take() else {
+            return;
+        };
+        let settings = self.settings.clone();
+        let sink = self.sink.clone();
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        self.stats.running.store(1, Ordering::Relaxed);
+        info!(self.log, "scan started"; "trigger" => trigger, "roots" => settings.roots.len());
+        let started = Instant::now();
+        let work = async move {
+            let mut reports = Vec::new();
+            for root in &settings.roots {
+                reports.push(scan_root(&mut catalog, &*sink, &settings.context, root).await);
+            }
+            (catalog, reports)
+        };
+        let handle = ctx.spawn(work.into_actor(self).map(move |(catalog, reports), actor, ctx| {
+            actor.catalog = Some(catalog);
+            actor.scan = None;
+            let stats = &actor.stats;
+            stats.running.store(0, Ordering::Relaxed);
+            stats
+                .last_duration_ms
+                .store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            stats
+                .last_finished_unix
+                .store(Utc::now().timestamp().max(0) as u64, Ordering::Relaxed);
+            let unavailable = reports
+                .iter()
+                .filter(|r| matches!(r.outcome, RootOutcome::Unavailable(_)))
+                .count();
+            stats.roots_unavailable.store(unavailable as u64, Ordering::Relaxed);
+            let failed: Vec<String> = reports
+                .iter()
+                .filter_map(|report| match &report.outcome {
+                    RootOutcome::Failed(reason) => Some(format!("{}: {reason}", report.root)),
+                    _ => None,
+                })
+                .collect();
+            let total = |f: fn(&crate::scan::RootCounts) -> u64| reports.iter().map(|r| f(&r.counts)).sum::<u64>();
+            info!(actor.log, "scan finished"; "duration_ms" => started.elapsed().as_millis() as u64,
+                "seen" => total(|c| c.seen), "new" => total(|c| c.new), "changed" => total(|c| c.changed),
+                "moved" => total(|c| c.moved), "deleted" => total(|c| c.deleted),
+                "failed" => total(|c| c.failed), "roots_unavailable" => unavailable);
+            if failed.is_empty() {
+                stats.completed.fetch_add(1, Ordering::Relaxed);
+            } else {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                // The catalog went away mid-scan: restart, reconnect, and scan again.
+                actor.guard.fail(format!("scan failed: {}", failed.join("; ")));
+                ctx.stop();
+            }
+        }));
+        self.scan = Some(handle);
+    }
+}
+
+impl Actor for ScannerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4);
+        let (url, agent) = (self.settings.url.clone(), self.settings.agent.clone());
+        ctx.wait(async move { Catalog::open(&url, &agent).await }.into_actor(self).map(
+            |result, actor, ctx| match result {
+                Ok(catalog) => {
+                    actor.catalog = Some(catalog);
+                    actor.guard.ready();
+                    actor.arm_timer(ctx);
+                    if actor.guard.generation() > 1 {
+                        actor.start_scan("catch-up after restart", ctx);
+                    } else if actor.settings.on_start {
+                        actor.start_scan("start", ctx);
+                    }
+                }
+                Err(error) => {
+                    actor.guard.fail(format!("catalog: {}", error.detail()));
+                    ctx.stop();
+                }
+            },
+        ));
+        ctx.run_interval(PING_INTERVAL, |actor, ctx| {
+            let Some(catalog) = actor.catalog.take() else { return };
+            ctx.wait(
+                async move {
+                    let result = catalog.ping().await;
+                    (catalog, result)
+                }
+                .into_actor(actor)
+                .map(|(catalog, result), actor, ctx| {
+                    actor.catalog = Some(catalog);
+                    if let Err(error) = result {
+                        actor.guard.fail(format!("catalog: {}", error.detail()));
+                        ctx.stop();
+                    }
+                }),
+            );
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.stats.running.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Handler<ScanNow> for ScannerActor {
+    type Result = ();
+
+    fn handle(&mut self, message: ScanNow, ctx: &mut Context<Self>) {
+        self.start_scan(&message.trigger, ctx);
+    }
+}
+
+impl Handler<StopChild> for ScannerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopChild, ctx: &mut Context<Self>) {
+        // A scan cut short loses nothing: what it committed stays, the rest is found again
+        // by the next scan.
+        if let Some(handle) = self.scan.take() {
+            ctx.cancel_future(handle);
+            info!(self.log, "scan interrupted by shutdown");
+        }
+        self.guard.stop_cleanly();
+        ctx.stop();
+    }
+}

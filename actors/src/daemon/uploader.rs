@@ -1,0 +1,158 @@
+//! UploaderActor: runs the upload pipeline ([`crate::upload::Uploader`]) continuously. New
+//! queue rows are picked up within the uploader's idle poll (200 ms) of their commit, with
+//! `upload.concurrency` transfers at once. A lost catalog or an unreachable store fails the
+//! actor (its leases are given back first), and the Supervisor restarts it with backoff;
+//! a restarted uploader first checks that both answer.
+
+use super::supervisor::{ChildGuard, StopChild};
+use crate::catalog::Catalog;
+use crate::store::ObjectStore;
+use crate::upload::{UploadControl, UploadCounters, UploadError, UploadSettings, Uploader};
+use actix::prelude::*;
+use slog::{info, Logger};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// At shutdown, transfers in flight get this long to finish before they are cut off (their
+/// leases are given back either way); docker stop waits 10 s in all.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub struct UploaderSettings {
+    pub url: String,
+    pub agent: String,
+    pub store: ObjectStore,
+    pub roots: HashMap<String, PathBuf>,
+    pub upload: UploadSettings,
+}
+
+pub struct UploaderActor {
+    guard: ChildGuard,
+    settings: Arc<UploaderSettings>,
+    counters: Arc<UploadCounters>,
+    uploader: Option<Rc<Uploader>>,
+    control: Arc<UploadControl>,
+    run: Option<SpawnHandle>,
+    stopping: bool,
+    log: Logger,
+}
+
+impl UploaderActor {
+    pub fn new(
+        guard: ChildGuard,
+        settings: Arc<UploaderSettings>,
+        counters: Arc<UploadCounters>,
+        log: Logger,
+    ) -> UploaderActor {
+        UploaderActor {
+            guard,
+            settings,
+            counters,
+            uploader: None,
+            control: Arc::new(UploadControl {
+                producing: true.into(),
+                ..Default::default()
+            }),
+            run: None,
+            stopping: false,
+            log,
+        }
+    }
+
+    fn start_run(&mut self, uploader: Rc<Uploader>, ctx: &mut Context<Self>) {
+        let control = self.control.clone();
+        let work = async move { uploader.run(&control).await };
+        let handle = ctx.spawn(work.into_actor(self).map(|result, actor, ctx| {
+            actor.run = None;
+            match result {
+                Ok(()) if actor.stopping => actor.guard.stop_cleanly(),
+                Ok(()) => actor.guard.fail("the upload loop ended on its own"),
+                Err(UploadError::Catalog(error)) => actor.guard.fail(format!("catalog: {}", error.detail())),
+                Err(UploadError::StoreUnavailable(reason)) => actor.guard.fail(reason),
+            }
+            ctx.stop();
+        }));
+        self.run = Some(handle);
+    }
+}
+
+impl Actor for UploaderActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(4);
+        let settings = self.settings.clone();
+        let counters = self.counters.clone();
+        let log = self.log.clone();
+        ctx.wait(
+            async move {
+                let catalog = Catalog::open(&settings.url, &settings.agent)
+                    .await
+                    .map_err(|error| format!("catalog: {}", error.detail()))?;
+                settings.store.probe().await.map_err(|error| error.to_string())?;
+                Ok::<_, String>(Uploader::new(
+                    catalog,
+                    settings.store.clone(),
+                    settings.roots.clone(),
+                    settings.upload.clone(),
+                    counters,
+                    log,
+                ))
+            }
+            .into_actor(self)
+            .map(|result, actor, ctx| match result {
+                Ok(uploader) => {
+                    let uploader = Rc::new(uploader);
+                    actor.uploader = Some(uploader.clone());
+                    actor.guard.ready();
+                    actor.start_run(uploader, ctx);
+                }
+                Err(reason) => {
+                    actor.guard.fail(reason);
+                    ctx.stop();
+                }
+            }),
+        );
+    }
+}
+
+impl Handler<StopChild> for UploaderActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopChild, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        if self.run.is_none() {
+            self.guard.stop_cleanly();
+            ctx.stop();
+            return;
+        }
+        // Finish what is in flight and record it; what is not started goes back to the queue.
+        self.control.request_stop();
+        ctx.run_later(STOP_GRACE, |actor, ctx| {
+            let Some(handle) = actor.run.take() else { return };
+            ctx.cancel_future(handle);
+            info!(
+                actor.log,
+                "uploads in flight cut off by shutdown; their leases are given back"
+            );
+            let uploader = actor.uploader.clone();
+            ctx.wait(
+                async move {
+                    if let Some(uploader) = uploader {
+                        let _ = uploader.release_leases().await;
+                    }
+                }
+                .into_actor(actor)
+                .map(|(), actor, ctx| {
+                    actor.guard.stop_cleanly();
+                    ctx.stop();
+                }),
+            );
+        });
+    }
+}

@@ -95,7 +95,7 @@ impl UploadControl {
 pub enum UploadError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    #[error("{0}")]
+    #[error("object store unreachable: {0}")]
     StoreUnavailable(String),
 }
 

@@ -4,6 +4,8 @@
 //! and the real binary.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use fms_actors::store::{ObjectStore, S3Settings, S3Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -46,9 +48,13 @@ pub struct Database {
 
 impl Database {
     pub async fn create(name: &str) -> Database {
-        let admin_url = admin_url();
+        Database::create_on(&admin_url(), name).await
+    }
+
+    /// A new database on the server of `admin_url`.
+    pub async fn create_on(admin_url: &str, name: &str) -> Database {
         let name = unique(&format!("fms_{name}"));
-        let (admin, connection) = tokio_postgres::connect(&admin_url, NoTls)
+        let (admin, connection) = tokio_postgres::connect(admin_url, NoTls)
             .await
             .expect("connect to PostgreSQL");
         tokio::spawn(connection);
@@ -57,6 +63,11 @@ impl Database {
             Some((base, _)) => format!("{base}/{name}"),
             None => panic!("admin URL without a database: {admin_url}"),
         };
+        Database::connect(url).await
+    }
+
+    /// A new connection to the database at `url` (after its server was restarted).
+    pub async fn connect(url: String) -> Database {
         let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
         tokio::spawn(connection);
         Database { url, client }

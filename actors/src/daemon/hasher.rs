@@ -152,9 +152,9 @@ impl Hashers {
             let slot = &self.slots[(start + attempt) % self.slots.len()];
             attempt += 1;
             if let Some(hasher) = slot.get() {
-                match hasher.send(HashFile(path.clone())).await {
-                    Ok(Ok(result)) => return result,
-                    Ok(Err(WorkerLost)) | Err(_) => {}
+                // Otherwise the hasher died with the file (or was restarting): try the next.
+                if let Ok(Ok(result)) = hasher.send(HashFile(path.clone())).await {
+                    return result;
                 }
             }
             if attempt % self.slots.len() == 0 {

@@ -53,7 +53,8 @@ pub fn spawn(
             catalog: None,
             log,
         };
-        let mut last_heartbeat: Option<Instant> = None;
+        // The first heartbeat once the actors have had a moment to report in.
+        let mut last_heartbeat = Instant::now().checked_sub(HEARTBEAT_INTERVAL - Duration::from_secs(1));
         while !stop.load(Ordering::SeqCst) {
             if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_INTERVAL) {
                 runtime.block_on(endpoint.heartbeat(false));

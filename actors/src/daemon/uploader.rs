@@ -70,7 +70,7 @@ impl UploaderActor {
                 Ok(()) if actor.stopping => actor.guard.stop_cleanly(),
                 Ok(()) => actor.guard.fail("the upload loop ended on its own"),
                 Err(UploadError::Catalog(error)) => actor.guard.fail(format!("catalog: {}", error.detail())),
-                Err(UploadError::StoreUnavailable(reason)) => actor.guard.fail(reason),
+                Err(error @ UploadError::StoreUnavailable(_)) => actor.guard.fail(error.to_string()),
             }
             ctx.stop();
         }));

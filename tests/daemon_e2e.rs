@@ -499,3 +499,48 @@ async fn the_cron_schedule_fires_on_time_and_never_overlaps() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_scan_never_overlaps_a_running_one() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    let manifest = make_corpus(&tree, 6000, &["--large", "1", "--large-mib", "64"]);
+    let database = Database::create("overlap").await;
+    let garage = Garage::start();
+    let (http, port) = http_section();
+    // A tick every second while the first scan takes several.
+    let fms = Fms::new(
+        &database,
+        &garage.storage_toml(),
+        &[("docs", &tree)],
+        &format!("[scan]\nschedule = \"* * * * * *\"\n[hash]\nworkers = 1\n{http}"),
+    );
+    let daemon = fms.start_daemon(port, &[], &[]);
+    let expected = expected_files(&manifest);
+    until(&daemon, "the corpus is synced", Duration::from_secs(180), async || {
+        synced(&database, &expected).await
+    })
+    .await;
+    let events: Vec<String> = daemon
+        .events()
+        .into_iter()
+        .filter(|e| e["actor"] == "scanner" && e.get("root").is_none())
+        .filter_map(|e| e["msg"].as_str().map(str::to_owned))
+        .filter(|msg| msg == "scan started" || msg == "scan finished" || msg == "scan skipped")
+        .collect();
+    let mut running = false;
+    for msg in &events {
+        match msg.as_str() {
+            "scan started" => {
+                assert!(!running, "a scan started while another ran: {events:?}");
+                running = true;
+            }
+            "scan finished" => running = false,
+            _ => assert!(running, "skipped although nothing ran: {events:?}"),
+        }
+    }
+    assert!(
+        events.iter().any(|msg| msg == "scan skipped"),
+        "ticks during the long first scan were skipped: {events:?}"
+    );
+}

@@ -153,7 +153,7 @@ impl ScannerActor {
     fn start_scan(&mut self, trigger: &str, ctx: &mut Context<Self>) {
         if self.scan.is_some() {
             self.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
-            warn!(self.log, "scan skipped: the previous scan is still running"; "trigger" => trigger);
+            warn!(self.log, "scan skipped"; "reason" => "the previous scan is still running", "trigger" => trigger);
             return;
         }
         let Some(mut catalog) = self.catalog.take() else {

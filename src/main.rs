@@ -49,6 +49,9 @@ enum Command {
     Scan(commands::scan::ScanArgs),
     /// Apply the catalog's migrations.
     Migrate,
+    /// Check that the store holds every uploaded content (missing, wrong size; --deep also
+    /// re-reads each object and checks its SHA-256; --repair queues them again).
+    Verify(commands::verify::VerifyArgs),
     /// Files, contents, bytes, queue depth, failed uploads, last scans.
     Status {
         #[arg(long)]
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
             Command::Scan(args) => commands::scan::run(&config, &log, args).await,
             Command::Migrate => commands::migrate(&config, &log).await,
             Command::Status { json } => commands::status::run(&config, *json).await,
+            Command::Verify(args) => commands::verify::run(&config, args).await,
             Command::Config { .. } | Command::Hash { .. } | Command::Run(_) => unreachable!("handled above"),
         }
     });

@@ -25,3 +25,4 @@ pub mod pathenc;
 pub mod scan;
 pub mod store;
 pub mod upload;
+pub mod verify;

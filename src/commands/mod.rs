@@ -3,6 +3,7 @@
 pub mod run;
 pub mod scan;
 pub mod status;
+pub mod verify;
 
 use crate::config::Config;
 use slog::{info, Logger};

@@ -7,10 +7,12 @@ pub mod migrate;
 mod queue;
 mod register;
 mod status;
+mod verify;
 
 pub use queue::{QueueItem, SourceFile};
 pub use register::{BatchOutcome, Deletion, Move, Registration};
 pub use status::{ProcessStatus, QueueCounts, ScanRecord, StatusReport};
+pub use verify::{StoredContent, VERIFY_PAGE};
 
 use crate::pathenc::PathEncoding;
 use std::ffi::OsString;

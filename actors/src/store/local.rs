@@ -63,6 +63,15 @@ impl LocalStore {
         Ok(())
     }
 
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.object_path(key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(StoreError::Other(format!("delete {key}: {error}"))),
+        }
+    }
+
     pub async fn list_keys(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let folder = self.base.join("files");
         tokio::task::spawn_blocking(move || {

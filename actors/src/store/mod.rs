@@ -73,6 +73,15 @@ impl ObjectStore {
         }
     }
 
+    /// Remove the object under `key` (`verify --repair`, for an object whose bytes are wrong,
+    /// so that the upload that replaces it is not skipped as already stored).
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self {
+            ObjectStore::S3(store) => store.delete(key).await,
+            ObjectStore::Local(store) => store.delete(key).await,
+        }
+    }
+
     /// Every object under `files/`, with its size.
     pub async fn list_keys(&self) -> Result<Vec<(String, u64)>, StoreError> {
         match self {

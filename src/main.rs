@@ -65,6 +65,9 @@ enum Command {
         #[arg(long)]
         stats: bool,
     },
+    /// Ask the running daemon's /healthz; exit 0 when it is healthy (the container's
+    /// HEALTHCHECK).
+    Health,
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -96,6 +99,9 @@ fn main() -> ExitCode {
     {
         return report(commands::config_check(&config));
     }
+    if let Command::Health = cli.command {
+        return report(commands::health::run(&config));
+    }
     let (log, _guard) = logging::build(&config.log);
     if let Command::Run(args) = &cli.command {
         // The daemon runs its own actix system (and its threads); no runtime around it.
@@ -114,7 +120,9 @@ fn main() -> ExitCode {
             Command::Migrate => commands::migrate(&config, &log).await,
             Command::Status { json } => commands::status::run(&config, *json).await,
             Command::Verify(args) => commands::verify::run(&config, args).await,
-            Command::Config { .. } | Command::Hash { .. } | Command::Run(_) => unreachable!("handled above"),
+            Command::Config { .. } | Command::Hash { .. } | Command::Run(_) | Command::Health => {
+                unreachable!("handled above")
+            }
         }
     });
     report(result)

@@ -1,5 +1,6 @@
 //! One module per command of the command line (design §6).
 
+pub mod health;
 pub mod run;
 pub mod scan;
 pub mod status;

@@ -81,3 +81,21 @@ pub fn upload_settings(config: &Config) -> fms_actors::upload::UploadSettings {
         ..Default::default()
     }
 }
+
+/// The upload knobs (concurrency, bandwidth limit, window) as configured.
+pub fn upload_knobs(config: &Config) -> fms_actors::upload_controls::UploadKnobs {
+    fms_actors::upload_controls::UploadKnobs::new(
+        config.upload.concurrency as usize,
+        config.upload.bandwidth_limit,
+        upload_window(config),
+    )
+}
+
+pub fn upload_window(config: &Config) -> Option<fms_actors::upload_controls::UploadWindow> {
+    // Validated when the configuration was loaded.
+    config
+        .upload
+        .window
+        .as_deref()
+        .and_then(|window| fms_actors::upload_controls::UploadWindow::parse(window, &config.scan.timezone).ok())
+}

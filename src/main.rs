@@ -16,6 +16,7 @@ mod app;
 mod commands;
 mod config;
 mod logging;
+mod reload;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -102,10 +103,10 @@ fn main() -> ExitCode {
     if let Command::Health = cli.command {
         return report(commands::health::run(&config));
     }
-    let (log, _guard) = logging::build(&config.log);
+    let (log, _guard, log_control) = logging::build(&config.log);
     if let Command::Run(args) = &cli.command {
         // The daemon runs its own actix system (and its threads); no runtime around it.
-        return report(commands::run::run(&config, &log, args));
+        return report(commands::run::run(&cli.config, &config, &log, &log_control, args));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -111,7 +111,11 @@ async fn postgres_outage_restarts_the_catalog_actors_with_backoff_and_loses_noth
     let (status, body) = daemon.http("/healthz").expect("the endpoint keeps answering");
     assert_eq!(status, 503, "healthz during the outage: {body}");
     assert!(body.contains("catalog"), "healthz names the catalog: {body}");
-    assert_eq!(fms.run(&["health"]).status.code(), Some(1), "the container's health check fails");
+    assert_eq!(
+        fms.run(&["health"]).status.code(),
+        Some(1),
+        "the container's health check fails"
+    );
     postgres.start_server();
     let database = Database::connect(database.url.clone()).await;
 
@@ -159,7 +163,11 @@ async fn postgres_outage_restarts_the_catalog_actors_with_backoff_and_loses_noth
         daemon.http("/healthz").is_some_and(|(status, _)| status == 200)
     })
     .await;
-    assert_eq!(fms.run(&["health"]).status.code(), Some(0), "the container's health check passes");
+    assert_eq!(
+        fms.run(&["health"]).status.code(),
+        Some(0),
+        "the container's health check passes"
+    );
     let (code, took) = daemon.terminate();
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(10), "shutdown took {took:?}");

@@ -25,4 +25,5 @@ pub mod pathenc;
 pub mod scan;
 pub mod store;
 pub mod upload;
+pub mod upload_controls;
 pub mod verify;

@@ -5,6 +5,7 @@
 use crate::catalog::{Catalog, CatalogError, QueueItem, SourceFile};
 use crate::pathenc;
 use crate::store::{Content, ObjectStore, StoreError};
+use crate::upload_controls::UploadKnobs;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use slog::{debug, info, warn, Logger};
@@ -55,6 +56,8 @@ pub struct UploadCounters {
     pub dropped: AtomicU64,
     pub failed_attempts: AtomicU64,
     pub failed_final: AtomicU64,
+    /// 1 while the upload window holds new uploads back.
+    pub held: AtomicU64,
 }
 
 /// The retry delay after `attempts` failed attempts: initial * 2^(attempts-1), capped.
@@ -76,6 +79,8 @@ pub struct UploadControl {
     /// Wakes an idle uploader at once when `producing` or `stop` change, instead of at its
     /// next poll (a scan's end would otherwise wait out the poll interval).
     pub wake: tokio::sync::Notify,
+    /// Concurrency, bandwidth limit and window, changeable while the uploads run.
+    pub knobs: Arc<UploadKnobs>,
 }
 
 impl UploadControl {
@@ -124,6 +129,8 @@ const COMMIT_BATCH: usize = 128;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// How long to wait before asking an empty queue again.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How often a closed upload window is looked at again.
+const WINDOW_POLL: Duration = Duration::from_secs(1);
 
 impl Uploader {
     pub fn new(
@@ -152,7 +159,8 @@ impl Uploader {
     /// end are given back.
     pub async fn run(&self, control: &UploadControl) -> Result<(), UploadError> {
         self.catalog.relax_commit_durability().await?;
-        let concurrency = self.settings.concurrency.max(1);
+        let knobs = control.knobs.clone();
+        let mut held = false;
         let mut ready: VecDeque<QueueItem> = VecDeque::new();
         let mut in_flight = FuturesUnordered::new();
         let mut done: Vec<(QueueItem, ItemOutcome)> = Vec::new();
@@ -160,25 +168,45 @@ impl Uploader {
         let mut next_poll = Instant::now();
         let mut store_down: Option<String> = None;
         loop {
+            let concurrency = knobs.concurrency();
+            let open = knobs.open(chrono::Utc::now());
+            if open == held {
+                held = !open;
+                self.counters.held.store(u64::from(held), Ordering::Relaxed);
+                if let Some(window) = knobs.window().filter(|_| held) {
+                    info!(self.log, "uploads held by the window"; "window" => window.describe(),
+                        "opens_at" => window.next_open(chrono::Utc::now()).to_rfc3339());
+                } else {
+                    info!(self.log, "uploads resumed");
+                }
+            }
             let stopping = store_down.is_some()
                 || control.stop.load(Ordering::SeqCst)
                 || (!control.producing.load(Ordering::SeqCst) && !control.drain);
-            if !stopping && ready.len() < concurrency && Instant::now() >= next_poll {
+            if !stopping && open && ready.len() < concurrency && Instant::now() >= next_poll {
                 let leased = self.lease((concurrency * 4) as i32).await?;
                 if leased.is_empty() {
                     next_poll = Instant::now() + IDLE_POLL;
                 }
                 ready.extend(leased);
             }
-            while !stopping && in_flight.len() < concurrency {
+            while !stopping && open && in_flight.len() < concurrency {
                 let Some(item) = ready.pop_front() else { break };
-                in_flight.push(self.transfer(item));
+                in_flight.push(self.transfer(item, &knobs));
             }
             if in_flight.is_empty() {
                 self.record(&mut done).await?;
                 last_commit = Instant::now();
-                if stopping || self.drained(control).await? {
+                if stopping || (open && self.drained(control).await?) {
                     break;
+                }
+                if !open {
+                    // Held by the window: give the leases back, look again in a second.
+                    if !ready.is_empty() {
+                        ready.clear();
+                        self.catalog.release_leases().await?;
+                    }
+                    next_poll = Instant::now() + WINDOW_POLL;
                 }
                 tokio::select! {
                     _ = tokio::time::sleep_until(next_poll.into()) => {}
@@ -284,9 +312,9 @@ impl Uploader {
     }
 
     /// HEAD, then PUT from the first copy whose stat still matches. No catalog access.
-    async fn transfer(&self, item: QueueItem) -> (QueueItem, ItemOutcome) {
+    async fn transfer(&self, item: QueueItem, knobs: &UploadKnobs) -> (QueueItem, ItemOutcome) {
         let started = Instant::now();
-        let outcome = self.try_transfer(&item).await;
+        let outcome = self.try_transfer(&item, knobs).await;
         if let ItemOutcome::Stored(bytes) = &outcome {
             debug!(self.log, "upload finished"; "sha256" => &item.sha256, "bytes" => *bytes,
                 "ms" => started.elapsed().as_millis() as u64);
@@ -294,7 +322,7 @@ impl Uploader {
         (item, outcome)
     }
 
-    async fn try_transfer(&self, item: &QueueItem) -> ItemOutcome {
+    async fn try_transfer(&self, item: &QueueItem, knobs: &UploadKnobs) -> ItemOutcome {
         if item.already_uploaded {
             return ItemOutcome::AlreadyStored;
         }
@@ -318,6 +346,7 @@ impl Uploader {
                 last_problem = problem;
                 continue;
             }
+            knobs.limiter.acquire(item.size).await;
             match self.store.put_file(&content, &path).await {
                 Ok(()) => return ItemOutcome::Stored(item.size),
                 Err(StoreError::ContentMismatch(message)) => last_problem = message,

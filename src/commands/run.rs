@@ -4,8 +4,10 @@
 
 use crate::app;
 use crate::config::Config;
+use crate::logging::LogControl;
+use crate::reload::{Reloader, Trigger};
 use fms_actors::daemon::schedule::Schedule;
-use fms_actors::daemon::{DaemonSettings, Role};
+use fms_actors::daemon::{DaemonHooks, DaemonSettings, Role};
 use fms_actors::scan::ScanOptions;
 use slog::{info, warn, Logger};
 use std::process::ExitCode;
@@ -30,15 +32,46 @@ pub enum RoleArg {
 /// started next to its database usually comes up first).
 const CATALOG_WAIT: Duration = Duration::from_secs(60);
 
-pub fn run(config: &Config, log: &Logger, args: &RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(
+    path: &std::path::Path,
+    config: &Config,
+    log: &Logger,
+    logs: &LogControl,
+    args: &RunArgs,
+) -> anyhow::Result<ExitCode> {
     migrate_at_start(config, log)?;
-    let settings = DaemonSettings {
+    let role = match args.role {
+        RoleArg::All => Role::All,
+        RoleArg::Index => Role::Index,
+        RoleArg::Upload => Role::Upload,
+    };
+    let settings = daemon_settings(config, role)?;
+    let (handle_sender, handle_receiver) = crossbeam_channel::bounded(1);
+    let reloader = Reloader::new(
+        path,
+        role,
+        config.clone(),
+        logs.clone(),
+        log.new(slog::o!("actor" => "reload")),
+    );
+    let triggers = reloader.start(handle_receiver)?;
+    let hooks = DaemonHooks {
+        started: Some(Box::new(move |handle| {
+            let _ = handle_sender.send(handle);
+        })),
+        hangup: Some(std::sync::Arc::new(move || {
+            let _ = triggers.try_send(Trigger::Hangup);
+        })),
+    };
+    fms_actors::daemon::run(settings, log.clone(), hooks)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon's settings from a (validated) configuration.
+pub fn daemon_settings(config: &Config, role: Role) -> anyhow::Result<DaemonSettings> {
+    Ok(DaemonSettings {
         agent: config.agent.clone(),
-        role: match args.role {
-            RoleArg::All => Role::All,
-            RoleArg::Index => Role::Index,
-            RoleArg::Upload => Role::Upload,
-        },
+        role,
         database_url: config.database.url.clone(),
         store: app::object_store(config),
         roots: app::roots(config),
@@ -52,10 +85,10 @@ pub fn run(config: &Config, log: &Logger, args: &RunArgs) -> anyhow::Result<Exit
         scan_on_start: config.scan.on_start,
         hash_workers: config.hash.workers as usize,
         upload: app::upload_settings(config),
+        bandwidth_limit: config.upload.bandwidth_limit,
+        upload_window: app::upload_window(config),
         http_listen: Some(config.http.listen.parse()?),
-    };
-    fms_actors::daemon::run(settings, log.clone())?;
-    Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn migrate_at_start(config: &Config, log: &Logger) -> anyhow::Result<()> {

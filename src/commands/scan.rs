@@ -77,6 +77,7 @@ pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Resu
         drain: args.wait,
         stop: AtomicBool::new(args.no_upload),
         wake: Default::default(),
+        knobs: Arc::new(app::upload_knobs(config)),
     });
     let progress = start_progress(context.clone(), pool.counters.clone(), upload_counters.clone());
     let upload_task = tokio::spawn(upload_loop(uploader, control.clone()));

@@ -107,6 +107,10 @@ pub struct UploadConfig {
     pub max_attempts: u64,
     #[serde(with = "humantime_serde_compat")]
     pub lease: Duration,
+    /// Bytes per second over all transfers; 0: no limit.
+    pub bandwidth_limit: u64,
+    /// "HH:MM-HH:MM" in scan.timezone; no upload starts outside it.
+    pub window: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -345,6 +349,8 @@ fn read_upload(section: &mut Section) -> UploadConfig {
         concurrency: section.integer("concurrency", 1, 256).unwrap_or(8),
         max_attempts: section.integer("max_attempts", 1, 1000).unwrap_or(10),
         lease: section.duration("lease").unwrap_or(Duration::from_secs(15 * 60)),
+        bandwidth_limit: section.bytes("bandwidth_limit").unwrap_or(0),
+        window: section.string("window"),
     }
 }
 
@@ -406,6 +412,11 @@ fn validate(config: &Config, problems: &mut Vec<Problem>) {
     if let Err(error) = Schedule::parse("0 3 * * *", &config.scan.timezone) {
         add("scan.timezone".into(), error);
     }
+    if let Some(window) = &config.upload.window {
+        if let Err(error) = fms_actors::upload_controls::UploadWindow::parse(window, &config.scan.timezone) {
+            add("upload.window".into(), error);
+        }
+    }
     if config.http.listen.parse::<std::net::SocketAddr>().is_err() {
         add(
             "http.listen".into(),
@@ -465,3 +476,48 @@ mod tokio_postgres_config {
 
 #[cfg(test)]
 mod tests;
+
+/// The keys whose values differ between two configurations, as `section.key` paths (a whole
+/// section where its keys change together: `storage`, `roots`).
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut check = |key: &str, differs: bool| {
+        if differs {
+            keys.push(key.to_owned());
+        }
+    };
+    check("agent", old.agent != new.agent);
+    check("database.url", old.database != new.database);
+    check("storage", old.storage != new.storage);
+    check("roots", old.roots != new.roots);
+    check("ignore.patterns", old.ignore != new.ignore);
+    check("watch.mode", old.watch.mode != new.watch.mode);
+    check(
+        "watch.poll_interval",
+        old.watch.poll_interval != new.watch.poll_interval,
+    );
+    check("watch.debounce", old.watch.debounce != new.watch.debounce);
+    check("scan.schedule", old.scan.schedule != new.scan.schedule);
+    check("scan.timezone", old.scan.timezone != new.scan.timezone);
+    check("scan.on_start", old.scan.on_start != new.scan.on_start);
+    check("scan.batch_size", old.scan.batch_size != new.scan.batch_size);
+    check("hash.workers", old.hash.workers != new.hash.workers);
+    check("upload.concurrency", old.upload.concurrency != new.upload.concurrency);
+    check(
+        "upload.max_attempts",
+        old.upload.max_attempts != new.upload.max_attempts,
+    );
+    check("upload.lease", old.upload.lease != new.upload.lease);
+    check(
+        "upload.bandwidth_limit",
+        old.upload.bandwidth_limit != new.upload.bandwidth_limit,
+    );
+    check("upload.window", old.upload.window != new.upload.window);
+    check("log.format", old.log.format != new.log.format);
+    check("log.level", old.log.level != new.log.level);
+    check("http.listen", old.http.listen != new.http.listen);
+    keys
+}
+
+/// Keys a running daemon cannot take over without a restart of the process.
+pub const RESTART_ONLY_KEYS: &[&str] = &["agent", "http.listen"];

@@ -11,7 +11,7 @@ use crate::hashing::{lost_worker, HashCounters, HashJob, HashThread};
 use actix::prelude::*;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// Hash one file. `Err(WorkerLost)` means the hasher died with it: try another.
@@ -113,10 +113,11 @@ impl Handler<StopChild> for HasherActor {
 }
 
 /// The hasher pool as the scans see it: round robin over the current instances, and a
-/// file whose hasher died is given to the next one.
-#[derive(Clone)]
+/// file whose hasher died (or was removed by a smaller `hash.workers`) is given to the next
+/// one. The set of slots grows and shrinks with the configuration.
+#[derive(Clone, Default)]
 pub struct Hashers {
-    slots: Arc<Vec<Slot<HasherActor>>>,
+    slots: Arc<RwLock<Vec<Slot<HasherActor>>>>,
     next: Arc<AtomicUsize>,
 }
 
@@ -124,24 +125,36 @@ pub struct Hashers {
 const NO_HASHER_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Hashers {
-    pub fn new(slots: Vec<Slot<HasherActor>>) -> Hashers {
-        Hashers {
-            slots: Arc::new(slots),
-            next: Arc::default(),
-        }
-    }
-
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
+    }
+
+    /// Add a slot for a new hasher.
+    pub fn push(&self, slot: Slot<HasherActor>) {
+        self.slots.write().unwrap_or_else(|e| e.into_inner()).push(slot);
+    }
+
+    /// Drop the slots past `len` (their hashers are being stopped).
+    pub fn truncate(&self, len: usize) {
+        self.slots.write().unwrap_or_else(|e| e.into_inner()).truncate(len);
     }
 
     /// Requests to keep in flight: enough to fill every hasher's mailbox.
     pub fn slots(&self) -> usize {
-        self.slots.len() * (MAILBOX + 1)
+        self.len().max(1) * (MAILBOX + 1)
+    }
+
+    /// The hasher for the `n`th try of a file, if one is up.
+    fn pick(&self, n: usize) -> Option<Addr<HasherActor>> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        if slots.is_empty() {
+            return None;
+        }
+        slots[n % slots.len()].get()
     }
 
     pub async fn hash(&self, path: PathBuf) -> Result<Hashed, HashError> {
@@ -149,15 +162,15 @@ impl Hashers {
         let deadline = tokio::time::Instant::now() + NO_HASHER_TIMEOUT;
         let mut attempt = 0;
         while tokio::time::Instant::now() < deadline {
-            let slot = &self.slots[(start + attempt) % self.slots.len()];
+            let hasher = self.pick(start + attempt);
             attempt += 1;
-            if let Some(hasher) = slot.get() {
+            if let Some(hasher) = hasher {
                 // Otherwise the hasher died with the file (or was restarting): try the next.
                 if let Ok(Ok(result)) = hasher.send(HashFile(path.clone())).await {
                     return result;
                 }
             }
-            if attempt % self.slots.len() == 0 {
+            if attempt % self.len().max(1) == 0 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

@@ -273,7 +273,26 @@ impl Endpoint {
             registry,
             "hashers",
             "Hasher actors in the pool",
-            observed.hashers as i64,
+            observed.hashers.load(Ordering::Relaxed) as i64,
+        );
+        let knobs = &observed.knobs;
+        gauge(
+            registry,
+            "upload_concurrency",
+            "Transfers at once (upload.concurrency)",
+            knobs.concurrency() as i64,
+        );
+        gauge(
+            registry,
+            "upload_bandwidth_limit_bytes",
+            "upload.bandwidth_limit in bytes per second; 0: none",
+            knobs.limiter.limit() as i64,
+        );
+        gauge(
+            registry,
+            "uploads_held",
+            "1 while the upload window holds new uploads back",
+            load(&uploads.held) as i64,
         );
         let restarts = Family::<Vec<(String, String)>, prometheus_client::metrics::counter::Counter>::default();
         let up = Family::<Vec<(String, String)>, Gauge>::default();

@@ -15,6 +15,7 @@
 //! Each child runs on its own arbiter (thread), so a slow or failing one never holds up
 //! another; blocking work (walks, hashing) runs on plain threads, never on an arbiter.
 
+mod coordinator;
 mod hasher;
 pub mod http;
 mod registrar;
@@ -26,20 +27,24 @@ mod uploader;
 
 pub use slot::Slot;
 
+pub use coordinator::{DaemonHandle, Reconfigure};
+
 use crate::fs::IgnoreMatcher;
 use crate::hashing::HashCounters;
 use crate::scan::{RootSpec, ScanContext, ScanOptions, ScanProgress};
 use crate::store::ObjectStore;
 use crate::upload::{UploadCounters, UploadSettings};
+use crate::upload_controls::{UploadKnobs, UploadWindow};
 use actix::prelude::*;
+use coordinator::Coordinator;
 use hasher::{HasherActor, Hashers};
 use registrar::RegistrarActor;
 use scanner::{ActorSink, ScanStats, ScannerActor, ScannerSettings};
 use schedule::Schedule;
 use slog::{info, warn, Logger};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use supervisor::{ChildSpec, HealthBoard, Shutdown, Supervisor};
 use uploader::{UploaderActor, UploaderSettings};
@@ -70,6 +75,7 @@ impl Role {
     }
 }
 
+#[derive(Clone)]
 pub struct DaemonSettings {
     pub agent: String,
     pub role: Role,
@@ -82,7 +88,17 @@ pub struct DaemonSettings {
     pub scan_on_start: bool,
     pub hash_workers: usize,
     pub upload: UploadSettings,
+    pub bandwidth_limit: u64,
+    pub upload_window: Option<UploadWindow>,
     pub http_listen: Option<SocketAddr>,
+}
+
+/// The settings in force; every actor's factory reads them when it starts an instance, so a
+/// restart after a reload uses the new ones.
+pub type LiveSettings = Arc<RwLock<Arc<DaemonSettings>>>;
+
+fn current(live: &LiveSettings) -> Arc<DaemonSettings> {
+    live.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Everything the daemon counts, shared with `/metrics` and `/healthz`.
@@ -93,7 +109,17 @@ pub struct Observed {
     pub uploads: Arc<UploadCounters>,
     pub scans: Arc<ScanStats>,
     pub progress: Arc<ScanProgress>,
-    pub hashers: usize,
+    pub hashers: Arc<AtomicUsize>,
+    pub knobs: Arc<UploadKnobs>,
+}
+
+/// What the application hooks into the daemon.
+#[derive(Default)]
+pub struct DaemonHooks {
+    /// Called once the actors are starting, with a handle for reconfiguring them.
+    pub started: Option<Box<dyn FnOnce(DaemonHandle) + Send>>,
+    /// Called on SIGHUP (the application reloads its configuration file).
+    pub hangup: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// After SIGTERM the process exits at the latest this long after, whatever is still running
@@ -101,7 +127,7 @@ pub struct Observed {
 const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(9_000);
 
 /// Run the daemon until SIGTERM or SIGINT. Returns once every actor has stopped.
-pub fn run(settings: DaemonSettings, log: Logger) -> std::io::Result<()> {
+pub fn run(settings: DaemonSettings, log: Logger, hooks: DaemonHooks) -> std::io::Result<()> {
     supervisor::install_panic_hook(log.clone());
     let observed = Observed {
         board: HealthBoard::default(),
@@ -109,11 +135,12 @@ pub fn run(settings: DaemonSettings, log: Logger) -> std::io::Result<()> {
         uploads: Arc::default(),
         scans: Arc::default(),
         progress: Arc::default(),
-        hashers: if settings.role.indexes() {
-            settings.hash_workers.max(1)
-        } else {
-            0
-        },
+        hashers: Arc::default(),
+        knobs: Arc::new(UploadKnobs::new(
+            settings.upload.concurrency,
+            settings.bandwidth_limit,
+            settings.upload_window.clone(),
+        )),
     };
     let http_stop = Arc::new(AtomicBool::new(false));
     let http = match settings.http_listen {
@@ -132,13 +159,19 @@ pub fn run(settings: DaemonSettings, log: Logger) -> std::io::Result<()> {
     };
     info!(log, "daemon started"; "agent" => &settings.agent, "role" => settings.role.as_str(),
         "roots" => settings.roots.len(), "store" => settings.store.describe(),
-        "hash_workers" => observed.hashers, "upload_concurrency" => settings.upload.concurrency,
+        "hash_workers" => settings.hash_workers, "upload_concurrency" => settings.upload.concurrency,
         "http" => settings.http_listen.map(|a| a.to_string()).unwrap_or_else(|| "off".into()));
     let system = System::new();
     system.block_on(async {
-        let children = children(settings, &observed, &log);
+        let live: LiveSettings = Arc::new(RwLock::new(Arc::new(settings)));
+        let wiring = Wiring::new(live, observed.clone(), log.clone());
+        let children = wiring.children();
         let supervisor = Supervisor::new(children, observed.board.clone(), log.clone()).start();
-        actix::spawn(wait_for_signals(supervisor, log.clone()));
+        let coordinator = Coordinator::new(wiring, supervisor.clone()).start();
+        if let Some(started) = hooks.started {
+            started(DaemonHandle::new(coordinator));
+        }
+        actix::spawn(wait_for_signals(supervisor, hooks.hangup, log.clone()));
     });
     let outcome = system.run();
     http_stop.store(true, Ordering::SeqCst);
@@ -149,15 +182,30 @@ pub fn run(settings: DaemonSettings, log: Logger) -> std::io::Result<()> {
     outcome
 }
 
-async fn wait_for_signals(supervisor: Addr<Supervisor>, log: Logger) {
+async fn wait_for_signals(supervisor: Addr<Supervisor>, hangup: Option<Arc<dyn Fn() + Send + Sync>>, log: Logger) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        warn!(log, "cannot listen for SIGTERM/SIGINT; stop the daemon with SIGKILL");
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        warn!(
+            log,
+            "cannot listen for SIGTERM/SIGINT/SIGHUP; stop the daemon with SIGKILL"
+        );
         return;
     };
-    let name = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    let name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                info!(log, "SIGHUP: reloading the configuration");
+                if let Some(hangup) = &hangup {
+                    hangup();
+                }
+            }
+        }
     };
     supervisor.do_send(Shutdown {
         reason: name.to_owned(),
@@ -179,70 +227,111 @@ async fn wait_for_signals(supervisor: Addr<Supervisor>, log: Logger) {
     std::process::exit(130);
 }
 
-/// The children of this role, consumers first.
-fn children(settings: DaemonSettings, observed: &Observed, log: &Logger) -> Vec<ChildSpec> {
-    let mut children = Vec::new();
-    let url = settings.database_url.clone();
-    let agent = settings.agent.clone();
-    if settings.role.uploads() {
+/// How the children are built: each factory reads the live settings at every start.
+pub(crate) struct Wiring {
+    live: LiveSettings,
+    observed: Observed,
+    hashers: Hashers,
+    hasher_arbiter: ArbiterHandle,
+    scanner: Slot<ScannerActor>,
+    log: Logger,
+}
+
+impl Wiring {
+    fn new(live: LiveSettings, observed: Observed, log: Logger) -> Wiring {
+        Wiring {
+            live,
+            observed,
+            hashers: Hashers::default(),
+            hasher_arbiter: Arbiter::new().handle(),
+            scanner: Slot::default(),
+            log,
+        }
+    }
+
+    fn settings(&self) -> Arc<DaemonSettings> {
+        current(&self.live)
+    }
+
+    /// The children of this role, consumers first.
+    fn children(&self) -> Vec<ChildSpec> {
+        let role = self.settings().role;
+        let mut children = Vec::new();
+        if role.uploads() {
+            children.push(self.uploader());
+        }
+        if !role.indexes() {
+            return children;
+        }
+        let registrar = Slot::<RegistrarActor>::default();
+        children.push(self.registrar(registrar.clone()));
+        for index in 0..self.settings().hash_workers.max(1) {
+            children.push(self.hasher(index));
+        }
+        children.push(self.scanner(registrar));
+        children
+    }
+
+    fn uploader(&self) -> ChildSpec {
         let arbiter = Arbiter::new();
-        let uploader = Arc::new(UploaderSettings {
-            url: url.clone(),
-            agent: agent.clone(),
-            store: settings.store.clone(),
-            roots: settings
-                .roots
-                .iter()
-                .map(|r| (r.label.clone(), r.path.clone()))
-                .collect(),
-            upload: UploadSettings {
-                stop_when_store_down: true,
-                ..settings.upload.clone()
-            },
-        });
-        let counters = observed.uploads.clone();
-        let log = log.new(slog::o!("actor" => "uploader"));
-        children.push(ChildSpec {
+        let live = self.live.clone();
+        let counters = self.observed.uploads.clone();
+        let knobs = self.observed.knobs.clone();
+        let log = self.log.new(slog::o!("actor" => "uploader"));
+        ChildSpec {
             name: "uploader".into(),
             stop_order: 2,
             factory: Box::new(move |guard| {
-                let (uploader, counters, log) = (uploader.clone(), counters.clone(), log.clone());
+                let settings = current(&live);
+                let uploader = Arc::new(UploaderSettings {
+                    url: settings.database_url.clone(),
+                    agent: settings.agent.clone(),
+                    store: settings.store.clone(),
+                    roots: settings
+                        .roots
+                        .iter()
+                        .map(|r| (r.label.clone(), r.path.clone()))
+                        .collect(),
+                    upload: UploadSettings {
+                        stop_when_store_down: true,
+                        ..settings.upload.clone()
+                    },
+                });
+                let (counters, knobs, log) = (counters.clone(), knobs.clone(), log.clone());
                 UploaderActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    UploaderActor::new(guard, uploader, counters, log)
+                    UploaderActor::new(guard, uploader, counters, knobs, log)
                 })
                 .recipient()
             }),
-        });
+        }
     }
-    if !settings.role.indexes() {
-        return children;
-    }
-    let registrar = Slot::<RegistrarActor>::default();
-    {
+
+    fn registrar(&self, slot: Slot<RegistrarActor>) -> ChildSpec {
         let arbiter = Arbiter::new();
-        let slot = registrar.clone();
-        let (url, agent) = (url.clone(), agent.clone());
-        children.push(ChildSpec {
+        let live = self.live.clone();
+        ChildSpec {
             name: "registrar".into(),
             stop_order: 1,
             factory: Box::new(move |guard| {
-                let (url, agent) = (url.clone(), agent.clone());
+                let settings = current(&live);
+                let (url, agent) = (settings.database_url.clone(), settings.agent.clone());
                 let address = RegistrarActor::start_in_arbiter(&arbiter.handle(), move |_| {
                     RegistrarActor::new(guard, url, agent)
                 });
                 slot.set(address.clone());
                 address.recipient()
             }),
-        });
+        }
     }
-    let hasher_arbiter = Arbiter::new().handle();
-    let mut hasher_slots = Vec::new();
-    for index in 0..settings.hash_workers.max(1) {
+
+    /// Hasher `index`, with a new slot in the pool.
+    fn hasher(&self, index: usize) -> ChildSpec {
         let slot = Slot::<HasherActor>::default();
-        hasher_slots.push(slot.clone());
-        let counters = observed.hashing.clone();
-        let arbiter = hasher_arbiter.clone();
-        children.push(ChildSpec {
+        self.hashers.push(slot.clone());
+        self.observed.hashers.store(self.hashers.len(), Ordering::Relaxed);
+        let counters = self.observed.hashing.clone();
+        let arbiter = self.hasher_arbiter.clone();
+        ChildSpec {
             name: format!("hasher-{index}"),
             stop_order: 1,
             factory: Box::new(move |guard| {
@@ -251,38 +340,58 @@ fn children(settings: DaemonSettings, observed: &Observed, log: &Logger) -> Vec<
                 slot.set(address.clone());
                 address.recipient()
             }),
-        });
+        }
     }
-    let sink = Arc::new(ActorSink {
-        hashers: Hashers::new(hasher_slots),
-        registrar,
-    });
-    let scanner = Arc::new(ScannerSettings {
-        url,
-        agent,
-        roots: settings.roots,
-        schedule: settings.schedule,
+
+    /// The hasher pool shrinks to `len`; the caller stops the removed hashers.
+    fn shrink_hashers(&self, len: usize) {
+        self.hashers.truncate(len);
+        self.observed.hashers.store(self.hashers.len(), Ordering::Relaxed);
+    }
+
+    fn scanner_settings(&self) -> Arc<ScannerSettings> {
+        scanner_settings(&self.settings(), &self.observed, &self.log)
+    }
+
+    fn scanner(&self, registrar: Slot<RegistrarActor>) -> ChildSpec {
+        let sink = Arc::new(ActorSink {
+            hashers: self.hashers.clone(),
+            registrar,
+        });
+        let live = self.live.clone();
+        let observed = self.observed.clone();
+        let stats = self.observed.scans.clone();
+        let slot = self.scanner.clone();
+        let log = self.log.clone();
+        let arbiter = Arbiter::new();
+        ChildSpec {
+            name: "scanner".into(),
+            stop_order: 0,
+            factory: Box::new(move |guard| {
+                let settings = scanner_settings(&current(&live), &observed, &log);
+                let (sink, stats, log) = (sink.clone(), stats.clone(), log.new(slog::o!("actor" => "scanner")));
+                let address = ScannerActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    ScannerActor::new(guard, settings, sink, stats, log)
+                });
+                slot.set(address.clone());
+                address.recipient()
+            }),
+        }
+    }
+}
+
+fn scanner_settings(settings: &DaemonSettings, observed: &Observed, log: &Logger) -> Arc<ScannerSettings> {
+    Arc::new(ScannerSettings {
+        url: settings.database_url.clone(),
+        agent: settings.agent.clone(),
+        roots: settings.roots.clone(),
+        schedule: settings.schedule.clone(),
         on_start: settings.scan_on_start,
         context: ScanContext {
-            ignore: settings.ignore,
-            options: settings.scan,
+            ignore: settings.ignore.clone(),
+            options: settings.scan.clone(),
             progress: observed.progress.clone(),
             log: log.new(slog::o!("actor" => "scanner")),
         },
-    });
-    let stats = observed.scans.clone();
-    let scanner_log = log.new(slog::o!("actor" => "scanner"));
-    let arbiter = Arbiter::new();
-    children.push(ChildSpec {
-        name: "scanner".into(),
-        stop_order: 0,
-        factory: Box::new(move |guard| {
-            let (scanner, sink, stats, log) = (scanner.clone(), sink.clone(), stats.clone(), scanner_log.clone());
-            ScannerActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                ScannerActor::new(guard, scanner, sink, stats, log)
-            })
-            .recipient()
-        }),
-    });
-    children
+    })
 }

@@ -27,6 +27,15 @@ pub struct ScanNow {
     pub trigger: String,
 }
 
+/// New settings (roots, ignore patterns, schedule, time zone, batch size) from a configuration
+/// reload. `scan_now`: the set of roots changed, so scan at once (after the running scan).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateScanner {
+    pub settings: Arc<ScannerSettings>,
+    pub scan_now: bool,
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ScanStats {
@@ -103,6 +112,9 @@ pub struct ScannerActor {
     catalog: Option<Catalog>,
     scan: Option<SpawnHandle>,
     next_run: Option<DateTime<Utc>>,
+    timer: Option<SpawnHandle>,
+    /// A scan was asked for while one ran: run it when that one ends.
+    rescan: Option<String>,
     log: Logger,
 }
 
@@ -122,6 +134,8 @@ impl ScannerActor {
             catalog: None,
             scan: None,
             next_run: None,
+            timer: None,
+            rescan: None,
             log,
         }
     }
@@ -133,13 +147,14 @@ impl ScannerActor {
             None => match self.settings.schedule.next_after(now) {
                 Some(next) => {
                     self.next_run = Some(next);
+                    slog::debug!(self.log, "next scan scheduled"; "at" => next.to_rfc3339());
                     next
                 }
                 None => return,
             },
         };
         let wait = (next - now).to_std().unwrap_or_default().min(MAX_TIMER);
-        ctx.run_later(wait, |actor, ctx| {
+        self.timer = Some(ctx.run_later(wait, |actor, ctx| {
             if let Some(due) = actor.next_run.filter(|due| Utc::now() >= *due) {
                 actor.next_run = None;
                 let late_ms = (Utc::now() - due).num_milliseconds();
@@ -147,7 +162,7 @@ impl ScannerActor {
                 actor.start_scan("schedule", ctx);
             }
             actor.arm_timer(ctx);
-        });
+        }));
     }
 
     fn start_scan(&mut self, trigger: &str, ctx: &mut Context<Self>) {
@@ -188,6 +203,9 @@ impl ScannerActor {
                 .filter(|r| matches!(r.outcome, RootOutcome::Unavailable(_)))
                 .count();
             stats.roots_unavailable.store(unavailable as u64, Ordering::Relaxed);
+            if let Some(trigger) = actor.rescan.take() {
+                ctx.notify(ScanNow { trigger });
+            }
             let failed: Vec<String> = reports
                 .iter()
                 .filter_map(|report| match &report.outcome {
@@ -266,6 +284,29 @@ impl Handler<ScanNow> for ScannerActor {
 
     fn handle(&mut self, message: ScanNow, ctx: &mut Context<Self>) {
         self.start_scan(&message.trigger, ctx);
+    }
+}
+
+impl Handler<UpdateScanner> for ScannerActor {
+    type Result = ();
+
+    fn handle(&mut self, message: UpdateScanner, ctx: &mut Context<Self>) {
+        self.settings = message.settings;
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.next_run = None;
+        self.arm_timer(ctx);
+        if let Some(next) = self.next_run {
+            info!(self.log, "scan schedule applied"; "next_scan" => next.to_rfc3339());
+        }
+        if message.scan_now {
+            if self.scan.is_some() {
+                self.rescan = Some("configuration changed".into());
+            } else {
+                self.start_scan("configuration changed", ctx);
+            }
+        }
     }
 }
 

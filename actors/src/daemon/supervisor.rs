@@ -99,6 +99,25 @@ pub struct ChildReady {
 #[rtype(result = "()")]
 pub struct StopChild;
 
+/// Start a new child (a hasher added by a larger `hash.workers`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AddChild(pub ChildSpec);
+
+/// Stop a child cleanly and forget it (a hasher removed by a smaller `hash.workers`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemoveChild(pub String);
+
+/// Stop a child cleanly and start a fresh instance at once (its settings changed: a new
+/// database URL, new store credentials). Not counted as a failure.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RestartChild {
+    pub name: String,
+    pub reason: String,
+}
+
 /// Stop every child in order, then the actix system.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -166,7 +185,7 @@ impl Drop for ChildGuard {
 
 /// Starts one instance of a child (in whatever arbiter it belongs to) and returns where to
 /// send its stop request.
-pub type Factory = Box<dyn FnMut(ChildGuard) -> Recipient<StopChild>>;
+pub type Factory = Box<dyn FnMut(ChildGuard) -> Recipient<StopChild> + Send>;
 
 pub struct ChildSpec {
     pub name: String,
@@ -207,6 +226,15 @@ struct Child {
     started_at: Instant,
     reason: Option<String>,
     stop: Option<Recipient<StopChild>>,
+    /// Set by `RestartChild` / `RemoveChild`: what to do once the child has stopped.
+    after_stop: AfterStop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum AfterStop {
+    Restart(String),
+    Remove,
+    Nothing,
 }
 
 // ---- the supervisor -----------------------------------------------------------------------
@@ -227,6 +255,46 @@ impl Supervisor {
             board,
             shutting_down: false,
             log,
+        }
+    }
+
+    fn insert_child(&mut self, spec: ChildSpec, reason: &str, ctx: &mut Context<Self>) {
+        let name = spec.name.clone();
+        self.children.insert(
+            name.clone(),
+            Child {
+                spec,
+                generation: 0,
+                state: ActorState::Starting,
+                restarts: 0,
+                backoff: None,
+                started_at: Instant::now(),
+                reason: None,
+                stop: None,
+                after_stop: AfterStop::Nothing,
+            },
+        );
+        info!(self.log, "actor started"; "actor" => &name, "reason" => reason,
+            "restart_count" => 0u64, "backoff_ms" => 0u64);
+        self.start_child(&name, ctx);
+    }
+
+    /// Ask a running child to stop, remembering what to do next.
+    fn request_stop(&mut self, name: &str, then: AfterStop) {
+        let Some(child) = self.children.get_mut(name) else {
+            return;
+        };
+        match (&child.stop, child.state) {
+            (Some(stop), ActorState::Starting | ActorState::Running) => {
+                child.after_stop = then;
+                stop.do_send(StopChild);
+            }
+            // Waiting out a backoff: its next start reads the new settings anyway.
+            _ if then == AfterStop::Remove => {
+                self.children.remove(name);
+                self.board.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+            }
+            _ => {}
         }
     }
 
@@ -301,23 +369,7 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         for spec in std::mem::take(&mut self.pending) {
-            let name = spec.name.clone();
-            self.children.insert(
-                name.clone(),
-                Child {
-                    spec,
-                    generation: 0,
-                    state: ActorState::Starting,
-                    restarts: 0,
-                    backoff: None,
-                    started_at: Instant::now(),
-                    reason: None,
-                    stop: None,
-                },
-            );
-            info!(self.log, "actor started"; "actor" => &name, "reason" => "daemon start",
-                "restart_count" => 0u64, "backoff_ms" => 0u64);
-            self.start_child(&name, ctx);
+            self.insert_child(spec, "daemon start", ctx);
         }
     }
 }
@@ -348,6 +400,29 @@ impl Handler<ChildExited> for Supervisor {
             return;
         }
         child.stop = None;
+        let after_stop = std::mem::replace(&mut child.after_stop, AfterStop::Nothing);
+        if !shutting_down && message.failure.is_none() {
+            match after_stop {
+                AfterStop::Restart(reason) => {
+                    let restarts = child.restarts;
+                    info!(self.log, "actor restarted"; "actor" => &message.name, "reason" => &reason,
+                        "restart_count" => restarts, "backoff_ms" => 0u64);
+                    self.start_child(&message.name, ctx);
+                    return;
+                }
+                AfterStop::Remove => {
+                    info!(self.log, "actor stopped"; "actor" => &message.name, "reason" => "removed by a configuration change",
+                        "restart_count" => child.restarts, "backoff_ms" => 0u64);
+                    self.children.remove(&message.name);
+                    self.board
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&message.name);
+                    return;
+                }
+                AfterStop::Nothing => {}
+            }
+        }
         if shutting_down {
             child.state = ActorState::Stopped;
             info!(self.log, "actor stopped"; "actor" => &message.name,
@@ -382,6 +457,36 @@ impl Handler<ChildExited> for Supervisor {
                 "restart_count" => restarts, "backoff_ms" => backoff.as_millis() as u64);
             supervisor.start_child(&name, ctx);
         });
+    }
+}
+
+impl Handler<AddChild> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: AddChild, ctx: &mut Context<Self>) {
+        if !self.shutting_down && !self.children.contains_key(&message.0.name) {
+            self.insert_child(message.0, "configuration changed: hash.workers", ctx);
+        }
+    }
+}
+
+impl Handler<RemoveChild> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: RemoveChild, _ctx: &mut Context<Self>) {
+        if !self.shutting_down {
+            self.request_stop(&message.0, AfterStop::Remove);
+        }
+    }
+}
+
+impl Handler<RestartChild> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: RestartChild, _ctx: &mut Context<Self>) {
+        if !self.shutting_down {
+            self.request_stop(&message.name, AfterStop::Restart(message.reason));
+        }
     }
 }
 

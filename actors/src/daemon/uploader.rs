@@ -8,6 +8,7 @@ use super::supervisor::{ChildGuard, StopChild};
 use crate::catalog::Catalog;
 use crate::store::ObjectStore;
 use crate::upload::{UploadControl, UploadCounters, UploadError, UploadSettings, Uploader};
+use crate::upload_controls::UploadKnobs;
 use actix::prelude::*;
 use slog::{info, Logger};
 use std::collections::HashMap;
@@ -44,6 +45,7 @@ impl UploaderActor {
         guard: ChildGuard,
         settings: Arc<UploaderSettings>,
         counters: Arc<UploadCounters>,
+        knobs: Arc<UploadKnobs>,
         log: Logger,
     ) -> UploaderActor {
         UploaderActor {
@@ -53,6 +55,7 @@ impl UploaderActor {
             uploader: None,
             control: Arc::new(UploadControl {
                 producing: true.into(),
+                knobs,
                 ..Default::default()
             }),
             run: None,

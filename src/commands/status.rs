@@ -7,8 +7,18 @@ use std::process::ExitCode;
 pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let catalog = app::open_catalog(config).await?;
     let report = catalog.status().await?;
+    let window = app::upload_window(config).map(|window| {
+        let now = chrono::Utc::now();
+        serde_json::json!({
+            "window": window.describe(),
+            "open": window.contains(now),
+            "opens_at": window.next_open(now).to_rfc3339(),
+        })
+    });
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        value["upload_window"] = window.unwrap_or(serde_json::Value::Null);
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -30,6 +40,20 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
         report.queue.pending, report.queue.leased
     );
     println!("failed uploads   {:>10}", report.queue.failed);
+    if let Some(window) = &window {
+        if window["open"] == true {
+            println!(
+                "upload window    {}   (open now)",
+                window["window"].as_str().unwrap_or("")
+            );
+        } else {
+            println!(
+                "upload window    {}   uploads are HELD until {}",
+                window["window"].as_str().unwrap_or(""),
+                window["opens_at"].as_str().unwrap_or("")
+            );
+        }
+    }
     for failed in &report.failed_uploads {
         println!(
             "  {} after {} attempts: {}",

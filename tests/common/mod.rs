@@ -271,6 +271,35 @@ impl Garage {
     }
 
     /// The `[storage]` section for a configuration file.
+    /// A second access key with full rights on the bucket: (key id, secret).
+    pub fn add_key(&self) -> (String, String) {
+        let (key_id, secret) = (format!("GK{}", hex(12)), hex(32));
+        self.cli(&["key", "import", "--yes", "-n", "second", &key_id, &secret]);
+        self.cli(&[
+            "bucket",
+            "allow",
+            "--read",
+            "--write",
+            "--owner",
+            &self.bucket,
+            "--key",
+            &key_id,
+        ]);
+        (key_id, secret)
+    }
+
+    /// Revoke a key: requests signed with it fail from now on.
+    pub fn delete_key(&self, key_id: &str) {
+        self.cli(&["key", "delete", "--yes", key_id]);
+    }
+
+    /// The `[storage]` section with other credentials.
+    pub fn storage_toml_with(&self, key_id: &str, secret: &str) -> String {
+        self.storage_toml()
+            .replace(&self.key_id, key_id)
+            .replace(&self.secret, secret)
+    }
+
     pub fn storage_toml(&self) -> String {
         format!(
             "[storage]\nkind = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"garage\"\n\

@@ -133,6 +133,25 @@ impl Catalog {
                 &[&root],
             )
             .await?;
+        Ok(catalog_files(rows))
+    }
+
+    /// The rows of `root` at these (encoded) paths, deleted ones too.
+    pub async fn load_paths(&self, root: &str, paths: &[String]) -> Result<Vec<CatalogFile>, CatalogError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, path, path_encoding, size, mtime_ns, inode, device, sha256, deleted_at IS NOT NULL
+                   FROM files WHERE root = $1 AND path = ANY($2)",
+                &[&root, &paths],
+            )
+            .await?;
+        Ok(catalog_files(rows))
+    }
+}
+
+fn catalog_files(rows: Vec<tokio_postgres::Row>) -> Vec<CatalogFile> {
+    {
         let mut files = Vec::with_capacity(rows.len());
         for row in rows {
             let path: String = row.get(1);
@@ -152,7 +171,7 @@ impl Catalog {
                 deleted: row.get(8),
             });
         }
-        Ok(files)
+        files
     }
 }
 

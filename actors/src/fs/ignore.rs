@@ -64,6 +64,18 @@ impl IgnoreMatcher {
     }
 
     /// True if the entry named `name`, at `relative_path` under the root, is ignored.
+    /// Whether any component of `relative` (a path under the root) is ignored.
+    pub fn is_ignored_path(&self, relative: &std::path::Path) -> bool {
+        let mut prefix = std::path::PathBuf::new();
+        for component in relative.components() {
+            prefix.push(component);
+            if self.is_ignored(component.as_os_str(), prefix.as_os_str()) {
+                return true;
+            }
+        }
+        false
+    }
+
     pub fn is_ignored(&self, name: &OsStr, relative_path: &OsStr) -> bool {
         let name = name.to_string_lossy();
         if self.name_patterns.iter().any(|p| p.matches_with(&name, OPTIONS)) {

@@ -3,6 +3,7 @@
 
 pub mod hash;
 pub mod ignore;
+pub mod poll;
 pub mod walk;
 
 pub use hash::{hash_file, FileStat, HashError, Hashed};

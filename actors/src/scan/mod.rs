@@ -267,3 +267,101 @@ async fn record_unavailable(
         .await?;
     Ok(RootOutcome::Unavailable(reason))
 }
+
+/// Reconcile only `paths` (relative to the root) — what the watcher reports as touched —
+/// through the same plan and batches as a full scan: a path that is a regular file is
+/// compared with its row and hashed if it changed, a path that is gone loses its row (soft
+/// delete), and a removed and a created path holding the same inode become a move. Nothing
+/// happens while the root looks unmounted.
+pub async fn sync_paths<S: ScanSink>(
+    catalog: &mut Catalog,
+    sink: &S,
+    context: &ScanContext,
+    root: &RootSpec,
+    paths: Vec<std::ffi::OsString>,
+) -> RootReport {
+    let log = context.log.new(slog::o!("root" => root.label.clone()));
+    let mut counts = RootCounts::default();
+    let outcome = match sync(catalog, sink, context, root, paths, &log, &mut counts).await {
+        Ok(outcome) => outcome,
+        Err(error) => RootOutcome::Failed(error.detail()),
+    };
+    if let RootOutcome::Failed(reason) = &outcome {
+        error!(log, "path sync failed"; "reason" => reason.as_str());
+    }
+    RootReport {
+        root: root.label.clone(),
+        outcome,
+        counts,
+    }
+}
+
+async fn sync<S: ScanSink>(
+    catalog: &mut Catalog,
+    sink: &S,
+    context: &ScanContext,
+    root: &RootSpec,
+    paths: Vec<std::ffi::OsString>,
+    log: &Logger,
+    counts: &mut RootCounts,
+) -> Result<RootOutcome, CatalogError> {
+    let device = match root_device(root) {
+        Ok(device) => device,
+        Err(reason) => return Ok(RootOutcome::Unavailable(reason)),
+    };
+    if let Some(previous) = catalog.last_complete_device(&root.label).await? {
+        if previous != device {
+            return Ok(RootOutcome::Unavailable(format!(
+                "{} is on another filesystem than at its last complete scan; nothing was changed",
+                root.path.display()
+            )));
+        }
+    }
+    let base = root.path.clone();
+    let ignore = context.ignore.clone();
+    let (walked, asked, unreadable) = tokio::task::spawn_blocking(move || stat_paths(&base, &ignore, paths))
+        .await
+        .unwrap_or_default();
+    counts.ignored = 0;
+    for (path, error) in &unreadable {
+        warn!(log, "cannot read; its catalog row is kept as it was"; "path" => path.as_str(), "error" => error.as_str());
+    }
+    counts.failed += unreadable.len() as u64;
+    let rows = catalog.load_paths(&root.label, &asked).await?;
+    let plan = plan::plan(walked, rows, &[]);
+    register::apply(catalog, sink, context, root, plan, log, counts).await?;
+    Ok(RootOutcome::Complete)
+}
+
+/// lstat each path: regular files become walk entries; every path that is not ignored and
+/// not unreadable is asked of the catalog (so that a vanished one loses its row).
+fn stat_paths(
+    base: &std::path::Path,
+    ignore: &IgnoreMatcher,
+    paths: Vec<std::ffi::OsString>,
+) -> (Vec<crate::fs::WalkEntry>, Vec<String>, Vec<(String, String)>) {
+    let mut walked = Vec::new();
+    let mut asked = Vec::new();
+    let mut unreadable = Vec::new();
+    for relative in paths {
+        if ignore.is_ignored_path(std::path::Path::new(&relative)) {
+            continue;
+        }
+        let (encoded, _) = crate::pathenc::encode(&relative);
+        match std::fs::symlink_metadata(base.join(&relative)) {
+            Ok(metadata) if metadata.file_type().is_file() => walked.push(crate::fs::WalkEntry {
+                relative,
+                stat: crate::fs::FileStat::from_metadata(&metadata),
+            }),
+            // Gone, or no longer a regular file: its row (if any) goes.
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                unreadable.push((encoded, error.to_string()));
+                continue;
+            }
+        }
+        asked.push(encoded);
+    }
+    (walked, asked, unreadable)
+}

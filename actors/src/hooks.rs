@@ -54,3 +54,10 @@ pub fn maybe_panic_in(actor: &str) {
         fire(actor, actor);
     }
 }
+
+/// `FILEMETASYNC_TEST_NO_WATCH_DELIVERY=1`: the watcher finds changes but delivers none, so
+/// that a test can show the scheduled reconciliation catching everything on its own.
+pub fn watch_delivery_disabled() -> bool {
+    static DISABLED: OnceLock<bool> = OnceLock::new();
+    *DISABLED.get_or_init(|| std::env::var("FILEMETASYNC_TEST_NO_WATCH_DELIVERY").is_ok_and(|v| v == "1"))
+}

@@ -7,6 +7,7 @@ use crate::config::Config;
 use crate::logging::LogControl;
 use crate::reload::{Reloader, Trigger};
 use fms_actors::daemon::schedule::Schedule;
+use fms_actors::daemon::watcher::{WatchMode, WatchSettings};
 use fms_actors::daemon::{DaemonHooks, DaemonSettings, Role};
 use fms_actors::scan::ScanOptions;
 use slog::{info, warn, Logger};
@@ -88,6 +89,15 @@ pub fn daemon_settings(config: &Config, role: Role) -> anyhow::Result<DaemonSett
         bandwidth_limit: config.upload.bandwidth_limit,
         upload_window: app::upload_window(config),
         http_listen: Some(config.http.listen.parse()?),
+        watch: WatchSettings {
+            mode: match config.watch.mode {
+                crate::config::WatchMode::Poll => WatchMode::Poll,
+                crate::config::WatchMode::Native => WatchMode::Native,
+                crate::config::WatchMode::Auto => WatchMode::Auto,
+            },
+            poll_interval: config.watch.poll_interval,
+            debounce: config.watch.debounce,
+        },
     })
 }
 

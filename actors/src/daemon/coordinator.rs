@@ -112,6 +112,19 @@ impl Handler<Reconfigure> for Coordinator {
             }
             info!(self.wiring.log, "hasher pool resized"; "from" => from, "to" => to);
         }
+        if indexes && (changed("watch") || changed("roots") || changed("ignore")) {
+            let key = if changed("watch") {
+                "watch"
+            } else if changed("roots") {
+                "roots"
+            } else {
+                "ignore.patterns"
+            };
+            self.restart("watcher", key);
+            if changed("watch.debounce") || changed("roots") {
+                self.restart("debouncer", key);
+            }
+        }
         let scanner_keys = ["roots", "ignore", "scan"];
         if indexes && !changed("database") && scanner_keys.iter().any(|key| changed(key)) {
             if let Some(scanner) = self.wiring.scanner.get() {

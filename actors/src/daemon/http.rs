@@ -117,7 +117,19 @@ impl Endpoint {
     }
 
     async fn heartbeat(&mut self, stopped: bool) {
-        let actors = serde_json::to_value(self.actors()).unwrap_or_default();
+        let mut actors = serde_json::to_value(self.actors()).unwrap_or_default();
+        // Unavailable roots ride along, so that `status` shows them with the actors.
+        if let Some(list) = actors.as_array_mut() {
+            for (root, reason) in self
+                .observed
+                .unavailable_roots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                list.push(serde_json::json!({"actor": format!("root {root}"), "state": "unavailable", "restarts": 0, "reason": reason}));
+            }
+        }
         let role = self.settings.role;
         if let Err(error) = self
             .ask(async |catalog| catalog.heartbeat(role, &actors, stopped).await)
@@ -158,6 +170,15 @@ impl Endpoint {
                 )
             })
             .collect();
+        for (root, reason) in self
+            .observed
+            .unavailable_roots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            problems.push(format!("root {root}: unavailable ({reason})"));
+        }
         if let Err(error) = self.ask(async |catalog| catalog.ping().await).await {
             problems.push(format!("catalog: unreachable ({error})"));
         }
@@ -268,6 +289,18 @@ impl Endpoint {
             "roots_unavailable",
             "Roots the last scan found missing or unmounted",
             load(&scans.roots_unavailable) as i64,
+        );
+        gauge(
+            registry,
+            "roots_unavailable_watch",
+            "Roots the watcher finds missing or unmounted now",
+            observed.unavailable_roots.lock().map(|roots| roots.len()).unwrap_or(0) as i64,
+        );
+        counter(
+            registry,
+            "paths_synced",
+            "Paths reconciled one by one for the watcher",
+            load(&scans.paths_synced),
         );
         gauge(
             registry,

@@ -16,6 +16,7 @@
 //! another; blocking work (walks, hashing) runs on plain threads, never on an arbiter.
 
 mod coordinator;
+mod debouncer;
 mod hasher;
 pub mod http;
 mod registrar;
@@ -24,6 +25,7 @@ pub mod schedule;
 mod slot;
 pub mod supervisor;
 mod uploader;
+pub mod watcher;
 
 pub use slot::Slot;
 
@@ -37,6 +39,7 @@ use crate::upload::{UploadCounters, UploadSettings};
 use crate::upload_controls::{UploadKnobs, UploadWindow};
 use actix::prelude::*;
 use coordinator::Coordinator;
+use debouncer::DebounceActor;
 use hasher::{HasherActor, Hashers};
 use registrar::RegistrarActor;
 use scanner::{ActorSink, ScanStats, ScannerActor, ScannerSettings};
@@ -48,6 +51,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use supervisor::{ChildSpec, HealthBoard, Shutdown, Supervisor};
 use uploader::{UploaderActor, UploaderSettings};
+use watcher::{UnavailableRoots, WatchSettings, WatcherActor};
 
 /// Which actors this process runs: `index` (scan, hash, register), `upload`, or `all`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +95,7 @@ pub struct DaemonSettings {
     pub bandwidth_limit: u64,
     pub upload_window: Option<UploadWindow>,
     pub http_listen: Option<SocketAddr>,
+    pub watch: WatchSettings,
 }
 
 /// The settings in force; every actor's factory reads them when it starts an instance, so a
@@ -111,6 +116,7 @@ pub struct Observed {
     pub progress: Arc<ScanProgress>,
     pub hashers: Arc<AtomicUsize>,
     pub knobs: Arc<UploadKnobs>,
+    pub unavailable_roots: UnavailableRoots,
 }
 
 /// What the application hooks into the daemon.
@@ -141,6 +147,7 @@ pub fn run(settings: DaemonSettings, log: Logger, hooks: DaemonHooks) -> std::io
             settings.bandwidth_limit,
             settings.upload_window.clone(),
         )),
+        unavailable_roots: UnavailableRoots::default(),
     };
     let http_stop = Arc::new(AtomicBool::new(false));
     let http = match settings.http_listen {
@@ -234,6 +241,7 @@ pub(crate) struct Wiring {
     hashers: Hashers,
     hasher_arbiter: ArbiterHandle,
     scanner: Slot<ScannerActor>,
+    debouncer: Slot<DebounceActor>,
     log: Logger,
 }
 
@@ -245,6 +253,7 @@ impl Wiring {
             hashers: Hashers::default(),
             hasher_arbiter: Arbiter::new().handle(),
             scanner: Slot::default(),
+            debouncer: Slot::default(),
             log,
         }
     }
@@ -269,7 +278,54 @@ impl Wiring {
             children.push(self.hasher(index));
         }
         children.push(self.scanner(registrar));
+        children.push(self.debouncer());
+        children.push(self.watcher());
         children
+    }
+
+    fn debouncer(&self) -> ChildSpec {
+        let live = self.live.clone();
+        let (scanner, slot) = (self.scanner.clone(), self.debouncer.clone());
+        let arbiter = Arbiter::new();
+        ChildSpec {
+            name: "debouncer".into(),
+            stop_order: 0,
+            factory: Box::new(move |guard| {
+                let settings = current(&live);
+                let roots = settings
+                    .roots
+                    .iter()
+                    .map(|r| (r.label.clone(), r.path.clone()))
+                    .collect();
+                let (window, scanner) = (settings.watch.debounce, scanner.clone());
+                let address = DebounceActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    DebounceActor::new(guard, roots, window, scanner)
+                });
+                slot.set(address.clone());
+                address.recipient()
+            }),
+        }
+    }
+
+    fn watcher(&self) -> ChildSpec {
+        let live = self.live.clone();
+        let debouncer = self.debouncer.clone();
+        let unavailable = self.observed.unavailable_roots.clone();
+        let log = self.log.new(slog::o!("actor" => "watcher"));
+        let arbiter = Arbiter::new();
+        ChildSpec {
+            name: "watcher".into(),
+            stop_order: 0,
+            factory: Box::new(move |guard| {
+                let settings = current(&live);
+                let (roots, ignore, watch) = (settings.roots.clone(), settings.ignore.clone(), settings.watch.clone());
+                let (debouncer, unavailable, log) = (debouncer.clone(), unavailable.clone(), log.clone());
+                WatcherActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    WatcherActor::new(guard, roots, ignore, watch, debouncer, unavailable, log)
+                })
+                .recipient()
+            }),
+        }
     }
 
     fn uploader(&self) -> ChildSpec {

@@ -36,6 +36,14 @@ pub struct UpdateScanner {
     pub scan_now: bool,
 }
 
+/// Paths the debouncer found settled: reconcile just these (after a running scan).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SyncPaths {
+    pub root: String,
+    pub paths: Vec<std::ffi::OsString>,
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
 pub struct ScanStats {
@@ -47,6 +55,8 @@ pub struct ScanStats {
     pub last_duration_ms: AtomicU64,
     pub last_finished_unix: AtomicU64,
     pub roots_unavailable: AtomicU64,
+    /// Paths reconciled one by one for the watcher.
+    pub paths_synced: AtomicU64,
 }
 
 /// How long a batch waits for a registrar to be up again before the scan gives up on it.
@@ -115,6 +125,10 @@ pub struct ScannerActor {
     timer: Option<SpawnHandle>,
     /// A scan was asked for while one ran: run it when that one ends.
     rescan: Option<String>,
+    /// Whether what runs is a full scan (else a path sync).
+    full: bool,
+    /// Paths waiting for a sync, per root.
+    touched: std::collections::BTreeMap<String, std::collections::BTreeSet<std::ffi::OsString>>,
     log: Logger,
 }
 
@@ -136,7 +150,63 @@ impl ScannerActor {
             next_run: None,
             timer: None,
             rescan: None,
+            full: false,
+            touched: Default::default(),
             log,
+        }
+    }
+
+    /// Reconcile the touched paths, all roots in one go.
+    fn start_sync(&mut self, ctx: &mut Context<Self>) {
+        if self.scan.is_some() || self.touched.is_empty() {
+            return;
+        }
+        let Some(mut catalog) = self.catalog.take() else { return };
+        let touched = std::mem::take(&mut self.touched);
+        let settings = self.settings.clone();
+        let sink = self.sink.clone();
+        let stats = self.stats.clone();
+        let work = async move {
+            let mut failed = Vec::new();
+            for (label, paths) in touched {
+                let Some(root) = settings.roots.iter().find(|r| r.label == label) else {
+                    continue;
+                };
+                let count = paths.len() as u64;
+                let report = crate::scan::sync_paths(
+                    &mut catalog,
+                    &*sink,
+                    &settings.context,
+                    root,
+                    paths.into_iter().collect(),
+                )
+                .await;
+                stats.paths_synced.fetch_add(count, Ordering::Relaxed);
+                if let RootOutcome::Failed(reason) = report.outcome {
+                    failed.push(format!("{label}: {reason}"));
+                }
+            }
+            (catalog, failed)
+        };
+        self.full = false;
+        self.scan = Some(ctx.spawn(work.into_actor(self).map(|(catalog, failed), actor, ctx| {
+            actor.catalog = Some(catalog);
+            actor.scan = None;
+            if !failed.is_empty() {
+                actor.guard.fail(format!("path sync failed: {}", failed.join("; ")));
+                ctx.stop();
+                return;
+            }
+            actor.after_work(ctx);
+        })));
+    }
+
+    /// What waited for the running work: a full scan first, else the touched paths.
+    fn after_work(&mut self, ctx: &mut Context<Self>) {
+        if let Some(trigger) = self.rescan.take() {
+            self.start_scan(&trigger, ctx);
+        } else {
+            self.start_sync(ctx);
         }
     }
 
@@ -166,6 +236,11 @@ impl ScannerActor {
     }
 
     fn start_scan(&mut self, trigger: &str, ctx: &mut Context<Self>) {
+        if self.scan.is_some() && !self.full {
+            // A short path sync runs: the scan follows it.
+            self.rescan = Some(trigger.to_owned());
+            return;
+        }
         if self.scan.is_some() {
             self.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
             warn!(self.log, "scan skipped"; "reason" => "the previous scan is still running", "trigger" => trigger);
@@ -187,6 +262,7 @@ impl ScannerActor {
             }
             (catalog, reports)
         };
+        self.full = true;
         let handle = ctx.spawn(work.into_actor(self).map(move |(catalog, reports), actor, ctx| {
             actor.catalog = Some(catalog);
             actor.scan = None;
@@ -203,9 +279,6 @@ impl ScannerActor {
                 .filter(|r| matches!(r.outcome, RootOutcome::Unavailable(_)))
                 .count();
             stats.roots_unavailable.store(unavailable as u64, Ordering::Relaxed);
-            if let Some(trigger) = actor.rescan.take() {
-                ctx.notify(ScanNow { trigger });
-            }
             let failed: Vec<String> = reports
                 .iter()
                 .filter_map(|report| match &report.outcome {
@@ -220,6 +293,7 @@ impl ScannerActor {
                 "failed" => total(|c| c.failed), "roots_unavailable" => unavailable);
             if failed.is_empty() {
                 stats.completed.fetch_add(1, Ordering::Relaxed);
+                actor.after_work(ctx);
             } else {
                 stats.failed.fetch_add(1, Ordering::Relaxed);
                 // The catalog went away mid-scan: restart, reconnect, and scan again.
@@ -307,6 +381,15 @@ impl Handler<UpdateScanner> for ScannerActor {
                 self.start_scan("configuration changed", ctx);
             }
         }
+    }
+}
+
+impl Handler<SyncPaths> for ScannerActor {
+    type Result = ();
+
+    fn handle(&mut self, message: SyncPaths, ctx: &mut Context<Self>) {
+        self.touched.entry(message.root).or_default().extend(message.paths);
+        self.start_sync(ctx);
     }
 }
 

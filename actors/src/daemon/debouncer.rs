@@ -1,0 +1,190 @@
+//! DebounceActor: holds each touched path for `watch.debounce` (3 s by default), re-armed by
+//! every new event and by a stat that still moves, so that a file is hashed only once its
+//! size and mtime have been stable for the window, and a temporary file that comes and goes
+//! inside the window is never hashed or registered. Settled paths go to the scanner's
+//! path sync, the same registration path as a full scan.
+
+use super::scanner::{ScannerActor, SyncPaths};
+use super::supervisor::{ChildGuard, StopChild};
+use super::Slot;
+use crate::fs::poll::Change;
+use actix::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Paths a watcher found touched under `root`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Touched {
+    pub root: String,
+    pub changes: Vec<Change>,
+}
+
+/// (size, mtime ns, ctime ns, inode) of a path, or None when it is not there.
+type Seen = Option<(u64, i128, i128, u64)>;
+
+struct Held {
+    deadline: Instant,
+    seen: Seen,
+}
+
+/// Paths held at most; beyond it the oldest settle early (the catalog is the only memory).
+const MAX_HELD: usize = 200_000;
+
+pub struct DebounceActor {
+    guard: ChildGuard,
+    roots: HashMap<String, PathBuf>,
+    window: Duration,
+    scanner: Slot<ScannerActor>,
+    held: HashMap<(String, OsString), Held>,
+    busy: bool,
+}
+
+impl DebounceActor {
+    pub fn new(
+        guard: ChildGuard,
+        roots: HashMap<String, PathBuf>,
+        window: Duration,
+        scanner: Slot<ScannerActor>,
+    ) -> Self {
+        DebounceActor {
+            guard,
+            roots,
+            window,
+            scanner,
+            held: HashMap::new(),
+            busy: false,
+        }
+    }
+
+    /// Look at the held paths whose window has passed: settled ones go to the scanner,
+    /// the others wait another window.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.busy {
+            return;
+        }
+        let now = Instant::now();
+        let overflow = self.held.len() > MAX_HELD;
+        let due: Vec<((String, OsString), Seen)> = self
+            .held
+            .iter()
+            .filter(|(_, held)| overflow || held.deadline <= now)
+            .map(|(key, held)| (key.clone(), held.seen))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        self.busy = true;
+        let roots = self.roots.clone();
+        let stat_paths: Vec<((String, OsString), Seen)> = due;
+        let stats = async move {
+            tokio::task::spawn_blocking(move || {
+                stat_paths
+                    .into_iter()
+                    .map(|(key, before)| {
+                        let now = roots.get(&key.0).map(|base| seen(&base.join(&key.1))).unwrap_or(None);
+                        (key, before, now)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default()
+        };
+        ctx.wait(stats.into_actor(self).map(|results, actor, ctx| {
+            let mut settled: BTreeMap<String, Vec<OsString>> = BTreeMap::new();
+            for (key, before, now) in results {
+                if before == now {
+                    actor.held.remove(&key);
+                    settled.entry(key.0).or_default().push(key.1);
+                } else if let Some(held) = actor.held.get_mut(&key) {
+                    held.seen = now;
+                    held.deadline = Instant::now() + actor.window;
+                }
+            }
+            let Some(scanner) = actor.scanner.get() else {
+                // The scanner is restarting: its catch-up scan finds these paths anyway.
+                actor.busy = false;
+                return;
+            };
+            ctx.wait(
+                async move {
+                    for (root, paths) in settled {
+                        let _ = scanner.send(SyncPaths { root, paths }).await;
+                    }
+                }
+                .into_actor(actor)
+                .map(|(), actor, _| actor.busy = false),
+            );
+        }));
+    }
+}
+
+fn seen(path: &std::path::Path) -> Seen {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| {
+        (
+            m.size(),
+            m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+            m.ino(),
+        )
+    })
+}
+
+impl Actor for DebounceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(8);
+        self.guard.ready();
+        ctx.run_interval(Duration::from_millis(100), |actor, ctx| actor.tick(ctx));
+    }
+}
+
+impl Handler<Touched> for DebounceActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, message: Touched, _ctx: &mut Context<Self>) -> Self::Result {
+        let base = self.roots.get(&message.root).cloned();
+        let root = message.root;
+        let paths: Vec<OsString> = message
+            .changes
+            .iter()
+            .flat_map(|change| change.paths().into_iter().cloned())
+            .collect();
+        // The stat at the event: the window is re-armed if it still moves at the deadline.
+        let stats = async move {
+            let Some(base) = base else { return Vec::new() };
+            tokio::task::spawn_blocking(move || paths.into_iter().map(|p| (seen(&base.join(&p)), p)).collect())
+                .await
+                .unwrap_or_default()
+        };
+        Box::pin(
+            stats
+                .into_actor(self)
+                .map(move |stats: Vec<(Seen, OsString)>, actor, _| {
+                    let deadline = Instant::now() + actor.window;
+                    for (seen, path) in stats {
+                        let held = actor
+                            .held
+                            .entry((root.clone(), path))
+                            .or_insert(Held { deadline, seen });
+                        held.deadline = deadline;
+                        held.seen = seen;
+                    }
+                }),
+        )
+    }
+}
+
+impl Handler<StopChild> for DebounceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopChild, ctx: &mut Context<Self>) {
+        // Held paths are not lost: the next scan (or the catch-up at start) finds them.
+        self.guard.stop_cleanly();
+        ctx.stop();
+    }
+}

@@ -29,6 +29,7 @@ struct Knobs {
     concurrency: u32,
     level: String,
     format: String,
+    watch: (String, String, String),
     extra: String,
 }
 
@@ -50,7 +51,8 @@ impl Setup {
         let ignore: Vec<String> = knobs.ignore.iter().map(|p| format!("\"{p}\"")).collect();
         text.push_str(&format!(
             "[ignore]\npatterns = [{}]\n[scan]\nschedule = \"{}\"\ntimezone = \"{}\"\n[hash]\nworkers = {}\n\
-             [upload]\nconcurrency = {}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\n{}{}",
+             [upload]\nconcurrency = {}\n[log]\nlevel = \"{}\"\nformat = \"{}\"\n\
+             [watch]\nmode = \"{}\"\npoll_interval = \"{}\"\ndebounce = \"{}\"\n{}{}",
             ignore.join(", "),
             knobs.schedule,
             knobs.timezone,
@@ -58,6 +60,9 @@ impl Setup {
             knobs.concurrency,
             knobs.level,
             knobs.format,
+            knobs.watch.0,
+            knobs.watch.1,
+            knobs.watch.2,
             knobs.extra,
             self.http
         ));
@@ -130,6 +135,7 @@ async fn setup(work: &Path, name: &str) -> (Setup, Knobs, Database, Garage) {
         concurrency: 4,
         level: "info".into(),
         format: "json".into(),
+        watch: ("poll".into(), "2s".into(), "3s".into()),
         extra: String::new(),
     };
     setup.write(&knobs, Edit::Rewrite);
@@ -253,6 +259,39 @@ async fn every_key_takes_effect_live(edit: Edit) {
         database.live_files("more").await.contains_key("extra.txt"),
         "a removed root's files are never soft-deleted"
     );
+
+    // watch.mode, watch.poll_interval, watch.debounce: the watcher starts again with them.
+    let watching = |daemon: &Daemon, field: &str, value: serde_json::Value| {
+        daemon
+            .events_named("watching")
+            .last()
+            .is_some_and(|e| e[field] == value)
+    };
+    knobs.watch.0 = "native".into();
+    setup.write(&knobs, edit);
+    within_5s(&daemon, "watching natively", async || {
+        watching(&daemon, "mode", "native".into())
+    })
+    .await;
+    knobs.watch = ("poll".into(), "1s".into(), "3s".into());
+    setup.write(&knobs, edit);
+    within_5s(&daemon, "polling every second", async || {
+        watching(&daemon, "poll_interval_ms", 1000.into()) && watching(&daemon, "mode", "poll".into())
+    })
+    .await;
+    knobs.watch.2 = "1500ms".into();
+    setup.write(&knobs, edit);
+    within_5s(&daemon, "a 1.5 s debounce", async || {
+        watching(&daemon, "debounce_ms", 1500.into())
+    })
+    .await;
+    std::fs::write(docs.join("watched.txt"), b"found by the watcher with the new settings").unwrap();
+    within_5s(
+        &daemon,
+        "a new file is registered with the new watch settings",
+        async || database.live_files("docs").await.contains_key("watched.txt"),
+    )
+    .await;
 
     // log.level: debug events appear.
     knobs.level = "debug".into();
@@ -469,9 +508,9 @@ async fn the_bandwidth_limit_holds_over_30s_and_changes_live() {
         "{rate:.0} B/s is not within 10% of 2 MB/s"
     );
 
-    // Raised live: the rate follows within seconds.
+    // Raised live (the file rewritten in place): the rate follows within seconds.
     let text = text.replace("bandwidth_limit = 2000000", "bandwidth_limit = 10000000");
-    write_config(&setup.fms.config, &text, Edit::Rename);
+    write_config(&setup.fms.config, &text, Edit::Rewrite);
     within_5s(&daemon, "the new limit is in force", async || {
         daemon.metric("fms_upload_bandwidth_limit_bytes") == Some(10_000_000.0)
     })
@@ -481,13 +520,30 @@ async fn the_bandwidth_limit_holds_over_30s_and_changes_live() {
     let faster = (bytes() - start_bytes) / start.elapsed().as_secs_f64();
     eprintln!("after raising the limit to 10 MB/s: {faster:.0} B/s");
     assert!(faster > 4_000_000.0, "{faster:.0} B/s after raising the limit");
+
+    // Lowered again, by a new file renamed over it.
+    write_config(
+        &setup.fms.config,
+        &text.replace("bandwidth_limit = 10000000", "bandwidth_limit = 1000000"),
+        Edit::Rename,
+    );
+    within_5s(&daemon, "the lower limit is in force", async || {
+        daemon.metric("fms_upload_bandwidth_limit_bytes") == Some(1_000_000.0)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (start_bytes, start) = (bytes(), Instant::now());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let slower = (bytes() - start_bytes) / start.elapsed().as_secs_f64();
+    eprintln!("after lowering the limit to 1 MB/s: {slower:.0} B/s");
+    assert!(slower < 1_500_000.0, "{slower:.0} B/s after lowering the limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_uploaded_outside_the_window_until_it_changes_live() {
     let work = tempfile::tempdir().unwrap();
     let (setup, knobs, database, _garage) = setup(work.path(), "window").await;
-    // A window that opened an hour ago... is not what we want: one that opens in two hours.
+    // A window that opens in two hours: closed now.
     let now = chrono_like_now_utc();
     let closed = format!("{:02}:00-{:02}:00", (now + 2) % 24, (now + 3) % 24);
     let text = setup
@@ -520,6 +576,29 @@ async fn nothing_is_uploaded_outside_the_window_until_it_changes_live() {
     .await;
     assert_eq!(daemon.metric("fms_uploads_total"), Some(1.0));
     assert_eq!(daemon.metric("fms_uploads_held"), Some(0.0));
+
+    // Closed again, the file rewritten in place: a new file waits.
+    write_config(&setup.fms.config, &text, Edit::Rewrite);
+    within_5s(&daemon, "uploads held again", async || {
+        daemon.metric("fms_uploads_held") == Some(1.0)
+    })
+    .await;
+    std::fs::write(
+        knobs.roots[0].1.join("later.txt"),
+        b"written while the window is closed",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while database.count("SELECT count(*) FROM upload_queue").await == 0 {
+        assert!(Instant::now() < deadline, "later.txt was never registered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        daemon.metric("fms_uploads_total"),
+        Some(1.0),
+        "nothing starts outside the window"
+    );
 }
 
 /// The current hour in UTC.

@@ -5,7 +5,7 @@
 //! * stats every known *directory* each cycle: a directory whose mtime or ctime moved is read
 //!   again, which finds creates, deletes and renames in it;
 //! * stats a rolling slice of the *files* each cycle, so an in-place edit (which leaves the
-//!   directory alone) is found within `full_cycle` (60 s) even at a million files, and within
+//!   directory alone) is found within `full_cycle` (50 s) even at a million files, and within
 //!   one poll on small trees; a file counts as changed when its size, mtime, ctime or inode
 //!   differ (ctime moves on every write and on `touch -d`, so a second write within the same
 //!   second and an mtime set backwards are both seen);
@@ -16,7 +16,7 @@
 
 use super::ignore::IgnoreMatcher;
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -47,20 +47,23 @@ pub enum PollOutcome {
     Unavailable(String),
 }
 
+/// 32 bytes per file: a million files cost about 80 MB with their names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stat {
     size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
+    /// Nanoseconds (wrapping outside 1677-2262: only compared for equality).
+    mtime_ns: i64,
+    ctime_ns: i64,
     inode: u64,
 }
 
 impl Stat {
     fn of(metadata: &std::fs::Metadata) -> Stat {
+        let ns = |seconds: i64, nanos: i64| seconds.wrapping_mul(1_000_000_000).wrapping_add(nanos);
         Stat {
             size: metadata.size(),
-            mtime_ns: metadata.mtime() as i128 * 1_000_000_000 + metadata.mtime_nsec() as i128,
-            ctime_ns: metadata.ctime() as i128 * 1_000_000_000 + metadata.ctime_nsec() as i128,
+            mtime_ns: ns(metadata.mtime(), metadata.mtime_nsec()),
+            ctime_ns: ns(metadata.ctime(), metadata.ctime_nsec()),
             inode: metadata.ino(),
         }
     }
@@ -69,8 +72,23 @@ impl Stat {
 #[derive(Debug, Default)]
 struct Folder {
     stat: Option<Stat>,
-    files: HashMap<OsString, Stat>,
+    /// Sorted by name (a map would cost a third more memory per file).
+    files: Vec<(Box<OsStr>, Stat)>,
     folders: Vec<OsString>,
+}
+
+impl Folder {
+    fn file(&self, name: &OsStr) -> Option<&Stat> {
+        self.files
+            .binary_search_by(|(known, _)| (**known).cmp(name))
+            .ok()
+            .map(|index| &self.files[index].1)
+    }
+
+    fn sort(&mut self) {
+        self.files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.files.shrink_to_fit();
+    }
 }
 
 pub struct Poller {
@@ -102,7 +120,8 @@ impl Poller {
             order: Vec::new(),
             cursor: 0,
             primed: false,
-            full_cycle: Duration::from_secs(60),
+            // 50 s, so that an in-place edit is found, debounced and registered within 60 s.
+            full_cycle: Duration::from_secs(50),
             interval,
         }
     }
@@ -118,7 +137,7 @@ impl Poller {
         }
         let mut changes = Vec::new();
         if !self.primed {
-            self.learn(PathBuf::new(), &mut Vec::new());
+            self.learn(PathBuf::new(), &mut None);
             self.primed = true;
             return PollOutcome::Changes(changes);
         }
@@ -159,8 +178,9 @@ impl Poller {
         self.ignore.is_ignored(name, relative.as_os_str())
     }
 
-    /// Read `relative` and everything under it into the state; files found go to `found`.
-    fn learn(&mut self, relative: PathBuf, found: &mut Vec<OsString>) {
+    /// Read `relative` and everything under it into the state; files found go to `found`
+    /// (None while priming: a million paths need not be held at once).
+    fn learn(&mut self, relative: PathBuf, found: &mut Option<Vec<OsString>>) {
         let Ok(metadata) = std::fs::symlink_metadata(self.absolute(&relative)) else {
             return;
         };
@@ -183,11 +203,14 @@ impl Poller {
                     folder.folders.push(name);
                     subfolders.push(path);
                 } else if metadata.is_file() {
-                    folder.files.insert(name, Stat::of(&metadata));
-                    found.push(path.into_os_string());
+                    folder.files.push((name.into_boxed_os_str(), Stat::of(&metadata)));
+                    if let Some(found) = found.as_mut() {
+                        found.push(path.into_os_string());
+                    }
                 }
             }
         }
+        folder.sort();
         self.folders.insert(relative, folder);
         self.order.clear();
         for subfolder in subfolders {
@@ -201,8 +224,8 @@ impl Poller {
             return;
         };
         self.order.clear();
-        for name in folder.files.keys() {
-            lost.push(relative.join(name).into_os_string());
+        for (name, _) in &folder.files {
+            lost.push(relative.join(&**name).into_os_string());
         }
         for name in &folder.folders {
             self.forget(&relative.join(name), lost);
@@ -211,8 +234,9 @@ impl Poller {
 
     /// Every known folder whose stat moved is read again.
     fn folder_pass(&mut self, changes: &mut Vec<Change>) {
-        let mut known: Vec<PathBuf> = self.folders.keys().cloned().collect();
-        known.sort();
+        self.refresh_order();
+        // A snapshot: rereads below may add or drop folders (and so rebuild the order).
+        let known = self.order.clone();
         for relative in known {
             let Some(old) = self.folders.get(&relative).map(|f| f.stat) else {
                 continue;
@@ -241,7 +265,7 @@ impl Poller {
             return;
         };
         folder.stat = Some(stat);
-        let mut seen_files = HashMap::new();
+        let mut seen_files = Vec::new();
         let mut seen_folders = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -256,21 +280,22 @@ impl Poller {
                 seen_folders.push(name);
             } else if metadata.is_file() {
                 let now = Stat::of(&metadata);
-                match folder.files.get(&name) {
+                match folder.file(&name) {
                     None => changes.push(Change::Created(path.into_os_string())),
                     Some(before) if *before != now => changes.push(Change::Modified(path.into_os_string())),
                     Some(_) => {}
                 }
-                seen_files.insert(name, now);
+                seen_files.push((name.into_boxed_os_str(), now));
             }
         }
-        for name in folder.files.keys() {
-            if !seen_files.contains_key(name) {
-                changes.push(Change::Removed(relative.join(name).into_os_string()));
+        let old_files = std::mem::replace(&mut folder.files, seen_files);
+        folder.sort();
+        for (name, _) in &old_files {
+            if folder.file(name).is_none() {
+                changes.push(Change::Removed(relative.join(&**name).into_os_string()));
             }
         }
         let old_folders = std::mem::take(&mut folder.folders);
-        folder.files = seen_files;
         folder.folders = seen_folders.clone();
         self.folders.insert(relative.to_path_buf(), folder);
         for name in &old_folders {
@@ -282,20 +307,25 @@ impl Poller {
         }
         for name in seen_folders {
             if !old_folders.contains(&name) {
-                let mut found = Vec::new();
+                let mut found = Some(Vec::new());
                 self.learn(relative.join(&name), &mut found);
-                changes.extend(found.into_iter().map(Change::Created));
+                changes.extend(found.unwrap_or_default().into_iter().map(Change::Created));
             }
+        }
+    }
+
+    /// The folders in a stable order, rebuilt only after folders came or went.
+    fn refresh_order(&mut self) {
+        if self.order.len() != self.folders.len() {
+            self.order = self.folders.keys().cloned().collect();
+            self.order.sort();
+            self.cursor = 0;
         }
     }
 
     /// Stat the next slice of files (in-place edits leave their folder's stat alone).
     fn file_pass(&mut self, changes: &mut Vec<Change>) {
-        if self.order.is_empty() {
-            self.order = self.folders.keys().cloned().collect();
-            self.order.sort();
-            self.cursor = 0;
-        }
+        self.refresh_order();
         let total = self.known_files();
         let share = self.interval.as_secs_f64() / self.full_cycle.as_secs_f64().max(0.001);
         let budget = ((total as f64 * share).ceil() as usize).max(MIN_SLICE);
@@ -308,20 +338,53 @@ impl Poller {
             let Some(folder) = self.folders.get_mut(&relative) else {
                 continue;
             };
+            // One open folder and a stat by name relative to it: no path is built or walked
+            // again for each file.
+            let Ok(handle) = std::fs::File::open(self.root.join(&relative)) else {
+                continue;
+            };
+            let mut name_buffer: Vec<u8> = Vec::with_capacity(256);
             for (name, before) in folder.files.iter_mut() {
                 statted += 1;
-                let path = self.root.join(&relative).join(name);
-                if let Ok(metadata) = std::fs::symlink_metadata(&path) {
-                    let now = Stat::of(&metadata);
-                    if now != *before && metadata.is_file() {
-                        *before = now;
-                        changes.push(Change::Modified(relative.join(name).into_os_string()));
-                    }
-                }
                 // A file gone is its folder's business (the folder's stat moved).
+                let Some(now) = stat_at(&handle, name, &mut name_buffer) else {
+                    continue;
+                };
+                if now != *before {
+                    *before = now;
+                    changes.push(Change::Modified(relative.join(&**name).into_os_string()));
+                }
             }
         }
     }
+}
+
+/// The stat of regular file `name` in the open folder `folder`, without following a symlink.
+fn stat_at(folder: &std::fs::File, name: &OsStr, buffer: &mut Vec<u8>) -> Option<Stat> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::AsRawFd;
+    buffer.clear();
+    buffer.extend_from_slice(name.as_bytes());
+    buffer.push(0);
+    let mut raw: libc::stat = unsafe { std::mem::zeroed() };
+    let result = unsafe {
+        libc::fstatat(
+            folder.as_raw_fd(),
+            buffer.as_ptr() as *const libc::c_char,
+            &mut raw,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if result != 0 || raw.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    let ns = |seconds: i64, nanos: i64| seconds.wrapping_mul(1_000_000_000).wrapping_add(nanos);
+    Some(Stat {
+        size: raw.st_size as u64,
+        mtime_ns: ns(raw.st_mtime, raw.st_mtime_nsec),
+        ctime_ns: ns(raw.st_ctime, raw.st_ctime_nsec),
+        inode: raw.st_ino,
+    })
 }
 
 /// A removed and a created path in one cycle holding the same file (inode, size, mtime as

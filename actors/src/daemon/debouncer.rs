@@ -1,8 +1,12 @@
-//! DebounceActor: holds each touched path for `watch.debounce` (3 s by default), re-armed by
-//! every new event and by a stat that still moves, so that a file is hashed only once its
-//! size and mtime have been stable for the window, and a temporary file that comes and goes
-//! inside the window is never hashed or registered. Settled paths go to the scanner's
-//! path sync, the same registration path as a full scan.
+//! DebounceActor: holds each touched path until it has been still for `watch.debounce` (3 s by
+//! default), re-armed by every new event and by a stat that still moves, so that a file is
+//! hashed only once its size and mtime have been stable for the window, and a temporary file
+//! that comes and goes inside the window is never hashed or registered. Settled paths go to
+//! the scanner's path sync, the same registration path as a full scan.
+//!
+//! The window counts from the file's last change (its ctime, which every write, rename and
+//! `touch` moves), not from when the poll noticed it: a file found two seconds after its
+//! last write has already been still for two of its three seconds.
 
 use super::scanner::{ScannerActor, SyncPaths};
 use super::supervisor::{ChildGuard, StopChild};
@@ -40,6 +44,24 @@ pub struct DebounceActor {
     scanner: Slot<ScannerActor>,
     held: HashMap<(String, OsString), Held>,
     busy: bool,
+}
+
+/// When an existing path seen as `seen` now has been still for `window`: the rest of the
+/// window since its ctime (never longer, whatever the clocks of a network filesystem say).
+/// A path that is gone needs no stability: it settles now, or with the existing paths of the
+/// same event batch (the other half of a rename must be registered in the same batch, so
+/// that the rename is a move).
+fn deadline(seen: Seen, window: Duration) -> Instant {
+    let now = Instant::now();
+    let Some((_, _, ctime_ns, _)) = seen else {
+        return now;
+    };
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    let still = Duration::from_nanos((now_ns - ctime_ns).clamp(0, window.as_nanos() as i128) as u64);
+    now + window.saturating_sub(still)
 }
 
 impl DebounceActor {
@@ -100,7 +122,7 @@ impl DebounceActor {
                     settled.entry(key.0).or_default().push(key.1);
                 } else if let Some(held) = actor.held.get_mut(&key) {
                     held.seen = now;
-                    held.deadline = Instant::now() + actor.window;
+                    held.deadline = deadline(now, actor.window);
                 }
             }
             let Some(scanner) = actor.scanner.get() else {
@@ -165,8 +187,16 @@ impl Handler<Touched> for DebounceActor {
             stats
                 .into_actor(self)
                 .map(move |stats: Vec<(Seen, OsString)>, actor, _| {
-                    let deadline = Instant::now() + actor.window;
+                    let latest = stats
+                        .iter()
+                        .filter(|(seen, _)| seen.is_some())
+                        .map(|(seen, _)| deadline(*seen, actor.window))
+                        .max();
                     for (seen, path) in stats {
+                        let deadline = match (seen, latest) {
+                            (None, Some(latest)) => latest,
+                            _ => deadline(seen, actor.window),
+                        };
                         let held = actor
                             .held
                             .entry((root.clone(), path))

@@ -168,3 +168,49 @@ fn the_documented_example_is_valid() {
     assert_eq!(config.roots.len(), 1);
     assert_eq!(config.scan.timezone, "Europe/Berlin");
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Any text at all: a configuration or a list of problems, never a panic.
+        #[test]
+        fn any_text_loads_or_names_its_problems(text in ".{0,400}") {
+            if let Err(errors) = load_from_str(&text, no_env()) {
+                prop_assert!(!errors.0.is_empty());
+            }
+        }
+
+        /// A good file with one key set to an arbitrary TOML value: it loads, or the problem
+        /// names exactly that key.
+        #[test]
+        fn a_bad_value_is_reported_under_its_key(
+            key in prop::sample::select(vec![
+                ("upload", "concurrency"), ("upload", "max_attempts"), ("upload", "bandwidth_limit"),
+                ("upload", "window"), ("scan", "schedule"), ("scan", "timezone"), ("hash", "workers"),
+                ("watch", "poll_interval"), ("watch", "mode"), ("log", "level"), ("http", "listen"),
+            ]),
+            value in prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                "[a-z0-9 :*/-]{0,12}".prop_map(|s| format!("{s:?}")),
+                any::<bool>().prop_map(|b| b.to_string()),
+                Just("[1, 2]".to_owned()),
+            ],
+        ) {
+            let (section, name) = key;
+            let text = format!("{GOOD}\n[{section}]\n{name} = {value}\n")
+                .replace("[upload]\nconcurrency = 4\n", "")
+                .replace("[watch]\npoll_interval = \"2s\"\n", "");
+            match load_from_str(&text, no_env()) {
+                Ok(_) => {}
+                Err(errors) => {
+                    let keys = keys(errors);
+                    prop_assert_eq!(keys, vec![format!("{section}.{name}")]);
+                }
+            }
+        }
+    }
+}

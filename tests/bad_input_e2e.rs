@@ -186,3 +186,187 @@ async fn emptied_missing_or_remounted_root_deletes_nothing() {
     assert_eq!(summary["totals"]["deleted"], live.len() as u64);
     assert_eq!(deleted().await, live.len() as i64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_names_deep_trees_symlink_loops_and_hard_links() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    // A 255-byte name (the Linux limit), and one of 255 bytes that are not UTF-8.
+    let long_name = format!("{}.pdf", "n".repeat(251));
+    write(&tree.join(&long_name), b"longest allowed name");
+    let latin1: Vec<u8> = std::iter::repeat_n(0xe9u8, 251).chain(*b".txt").collect();
+    write(&tree.join(OsStr::from_bytes(&latin1)), b"longest name, not UTF-8");
+    // A path near 4,096 bytes: 16 folders of 240 bytes and a file.
+    let mut long_path = std::path::PathBuf::new();
+    for level in 0..16 {
+        long_path.push(format!("{level:02}{}", "d".repeat(238)));
+    }
+    long_path.push("file-at-the-end.txt");
+    write(&tree.join(&long_path), b"a very long path");
+    assert!(long_path.as_os_str().len() > 3_800);
+    // 300 levels deep.
+    let mut deep = std::path::PathBuf::new();
+    for _ in 0..300 {
+        deep.push("d");
+    }
+    deep.push("bottom.txt");
+    write(&tree.join(&deep), b"300 levels down");
+    // Symlink loops: neither followed nor a problem.
+    std::os::unix::fs::symlink(".", tree.join("loop-to-self")).unwrap();
+    std::os::unix::fs::symlink("../tree", tree.join("loop-to-parent")).unwrap();
+    // Hard links: one content, two paths, one object.
+    write(&tree.join("original.dwg"), b"one content under two names");
+    std::fs::hard_link(tree.join("original.dwg"), tree.join("hard-link.dwg")).unwrap();
+
+    let database = Database::create("extreme").await;
+    let garage = Garage::start();
+    let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], "");
+    let summary = fms.scan(0);
+    assert_eq!(summary["totals"]["new"], 6, "{summary:#}");
+    assert_eq!(summary["totals"]["skipped"], 2, "the two symlinks");
+    let live = database.live_files("docs").await;
+    assert!(live.contains_key(&long_name));
+    assert!(live.contains_key(&long_path.to_string_lossy().into_owned()));
+    assert!(live.contains_key(&deep.to_string_lossy().into_owned()));
+    assert_eq!(
+        live["original.dwg"].1, live["hard-link.dwg"].1,
+        "hard links: one content"
+    );
+    // Six files, five contents (the hard links share one), each stored once.
+    let contents: std::collections::BTreeSet<String> = live.values().map(|(_, sha)| sha.clone()).collect();
+    assert_eq!(contents.len(), 5);
+    assert_eq!(assert_store_matches_keys(&garage.store()).await, contents);
+    assert_eq!(garage.store_requests(), 5);
+    // The object key of the long name keeps only a sanitised extension.
+    let key: String = database
+        .client
+        .query_one(
+            "SELECT c.storage_key FROM files f JOIN file_contents c USING (sha256) WHERE f.path = $1",
+            &[&long_name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(key, format!("files/{}.pdf", live[&long_name].1));
+    // A second scan finds nothing to do.
+    assert_eq!(fms.scan(0)["totals"]["unchanged"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sparse_file_is_uploaded_in_verified_parts() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    // Sparse: the size of a large CAD archive, almost no disk. 1 GiB here; scripts/faults
+    // --long uses 10 GiB.
+    let size: u64 = std::env::var("FMSTEST_SPARSE_GIB")
+        .ok()
+        .and_then(|g| g.parse().ok())
+        .unwrap_or(1)
+        << 30;
+    let file = std::fs::File::create(tree.join("archive.zip")).unwrap();
+    file.set_len(size).unwrap();
+    std::os::unix::fs::FileExt::write_at(&file, b"the end", size - 7).unwrap();
+    drop(file);
+    let database = Database::create("sparse").await;
+    let garage = Garage::start();
+    let storage = garage.storage_toml().replace(
+        "multipart_threshold = \"5MiB\"\npart_size = \"5MiB\"",
+        "multipart_threshold = \"64MiB\"\npart_size = \"64MiB\"",
+    );
+    let fms = Fms::new(&database, &storage, &[("docs", &tree)], "");
+    let summary = fms.scan(0);
+    assert_eq!(summary["uploaded"], 1);
+    assert_eq!(summary["uploaded_bytes"], size);
+    let registered = database.live_files("docs").await["archive.zip"].1.clone();
+    let (sha, read) = garage
+        .store()
+        .read_digest(&format!("files/{registered}.zip"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, size);
+    assert_eq!(sha, registered, "the stored object hashes to the registered content");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_truncated_while_waiting_for_its_upload_is_never_stored_under_the_old_hash() {
+    use std::time::{Duration, Instant};
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let original: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
+    write(&tree.join("drawing.dwg"), &original);
+    let old_sha = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(&original))
+    };
+    let database = Database::create("truncated").await;
+    let garage = Garage::start();
+    // 1 MB/s: the 8 MB upload waits its share (8 s) after its stat check, before sending.
+    let (http, port) = common::daemon::http_section();
+    let fms = Fms::new(
+        &database,
+        &garage.storage_toml(),
+        &[("docs", &tree)],
+        &format!("[upload]\nbandwidth_limit = 1000000\n[watch]\npoll_interval = \"1s\"\ndebounce = \"1s\"\n{http}"),
+    );
+    let daemon = fms.start_daemon(port, &[], &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while database
+        .count("SELECT count(*) FROM upload_queue WHERE lease_owner IS NOT NULL")
+        .await
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the upload never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(tree.join("drawing.dwg"))
+        .unwrap();
+    file.set_len(3_000_000).unwrap();
+    drop(file);
+
+    // The watcher registers what the file holds now; that is stored; the old content, which
+    // no file holds any more, is dropped from the queue, never stored.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let live = database.live_files("docs").await;
+        let queued = database.count("SELECT count(*) FROM upload_queue").await;
+        if live["drawing.dwg"].0 == 3_000_000 && queued == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled: {live:?}, {queued} queued\n{}",
+            tail(&daemon.log_text())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let now = database.live_files("docs").await["drawing.dwg"].1.clone();
+    assert!(
+        garage
+            .store()
+            .head(&format!("files/{old_sha}.dwg"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the truncated bytes were not stored under the original hash"
+    );
+    assert_eq!(
+        assert_store_matches_keys(&garage.store()).await,
+        std::collections::BTreeSet::from([now])
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("no copy on disk matches the registered content") && log.contains("upload dropped"),
+        "the log says why the first upload was refused and that the old content was dropped:\n{}",
+        log.lines()
+            .filter(|l| l.contains("upload"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -109,6 +109,28 @@ async fn check_invariants(fms: &Fms, database: &Database, garage: &Garage, tree:
     );
 }
 
+/// Work for the next round: rewrite, add and delete some files.
+fn mutate(tree: &Path, round: usize) {
+    let files: Vec<String> = disk_now(tree).into_keys().collect();
+    for i in 0..200 {
+        let path = &files[random_below(files.len() as u64) as usize];
+        let _ = std::fs::write(tree.join(path), format!("round {round}, rewrite {i} of {path}"));
+    }
+    let folder = tree.join(format!("round-{round}"));
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..200 {
+        std::fs::write(
+            folder.join(format!("new-{i}.txt")),
+            format!("new in round {round}: {i}"),
+        )
+        .unwrap();
+    }
+    for _ in 0..100 {
+        let path = &files[random_below(files.len() as u64) as usize];
+        let _ = std::fs::remove_file(tree.join(path));
+    }
+}
+
 fn kill(daemon: Daemon) {
     unsafe {
         libc::kill(daemon.pid() as i32, libc::SIGKILL);
@@ -126,17 +148,20 @@ async fn sigkill_at_random_moments_during_a_20000_file_sync() {
     let (http, port) = http_section();
     let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], &http);
     for round in 0..rounds() {
+        if round > 0 {
+            mutate(&tree, round);
+        }
         let daemon = fms.start_daemon(port, &[], &[]);
         let after = Duration::from_millis(500 + random_below(4000));
         tokio::time::sleep(after).await;
         eprintln!("round {round}: SIGKILL after {after:?}");
         kill(daemon);
+        let daemon = fms.start_daemon(port, &[], &[]);
+        settle(&database, &tree, Duration::from_secs(600)).await;
+        let (code, _) = daemon.terminate();
+        assert_eq!(code, Some(0));
+        check_invariants(&fms, &database, &garage, &tree, 0).await;
     }
-    let daemon = fms.start_daemon(port, &[], &[]);
-    settle(&database, &tree, Duration::from_secs(600)).await;
-    let (code, _) = daemon.terminate();
-    assert_eq!(code, Some(0));
-    check_invariants(&fms, &database, &garage, &tree, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,18 +175,23 @@ async fn postgres_restarted_during_a_sync() {
     let (http, port) = http_section();
     let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], &http);
     let daemon = fms.start_daemon(port, &[], &[]);
+    let url = database.url.clone();
+    drop(database);
     for round in 0..rounds() {
+        if round > 0 {
+            mutate(&tree, round);
+        }
         tokio::time::sleep(Duration::from_millis(300 + random_below(2000))).await;
         eprintln!("round {round}: restarting PostgreSQL");
         postgres.stop_server();
         tokio::time::sleep(Duration::from_millis(random_below(3000))).await;
         postgres.start_server();
+        let database = Database::connect(url.clone()).await;
+        settle(&database, &tree, Duration::from_secs(300)).await;
+        check_invariants(&fms, &database, &garage, &tree, 0).await;
     }
-    let database = Database::connect(database.url.clone()).await;
-    settle(&database, &tree, Duration::from_secs(300)).await;
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
-    check_invariants(&fms, &database, &garage, &tree, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,17 +207,20 @@ async fn garage_stopped_and_restarted_during_a_sync() {
     // Garage counts requests since its own start: add up what each run of it stored.
     let mut stored = 0;
     for round in 0..rounds() {
+        if round > 0 {
+            mutate(&tree, round);
+        }
         tokio::time::sleep(Duration::from_millis(300 + random_below(2000))).await;
         eprintln!("round {round}: stopping Garage");
         stored += garage.store_requests();
         garage.stop();
         tokio::time::sleep(Duration::from_millis(random_below(3000))).await;
         garage.restart();
+        settle(&database, &tree, Duration::from_secs(300)).await;
+        check_invariants(&fms, &database, &garage, &tree, stored).await;
     }
-    settle(&database, &tree, Duration::from_secs(300)).await;
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
-    check_invariants(&fms, &database, &garage, &tree, stored).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,20 +239,23 @@ async fn files_rewritten_while_they_are_uploaded() {
     );
     let daemon = fms.start_daemon(port, &[], &[]);
     let files: Vec<String> = disk_now(&tree).into_keys().collect();
-    for round in 0..rounds() * 5 {
-        tokio::time::sleep(Duration::from_millis(100 + random_below(500))).await;
-        for _ in 0..20 {
-            let path = &files[random_below(files.len() as u64) as usize];
-            let old = std::fs::read(tree.join(path)).unwrap_or_default();
-            let mut new = format!("rewritten in round {round}: ").into_bytes();
-            new.extend_from_slice(&old[..old.len().min(2000)]);
-            std::fs::write(tree.join(path), new).unwrap();
+    for round in 0..rounds() {
+        // Bursts of rewrites while the uploads of the previous ones run.
+        for burst in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100 + random_below(500))).await;
+            for _ in 0..20 {
+                let path = &files[random_below(files.len() as u64) as usize];
+                let old = std::fs::read(tree.join(path)).unwrap_or_default();
+                let mut new = format!("rewritten in round {round}, burst {burst}: ").into_bytes();
+                new.extend_from_slice(&old[..old.len().min(2000)]);
+                std::fs::write(tree.join(path), new).unwrap();
+            }
         }
+        settle(&database, &tree, Duration::from_secs(300)).await;
+        check_invariants(&fms, &database, &garage, &tree, 0).await;
     }
-    settle(&database, &tree, Duration::from_secs(300)).await;
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
-    check_invariants(&fms, &database, &garage, &tree, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,13 +8,22 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "catalog", include_str!("../../../migrations/0001_catalog.sql")),
     (2, "linking", include_str!("../../../migrations/0002_linking.sql")),
     (3, "processes", include_str!("../../../migrations/0003_processes.sql")),
+    (
+        4,
+        "runtime_role",
+        include_str!("../../../migrations/0004_runtime_role.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).
 const MIGRATION_LOCK: i64 = 0x0F11_E5E7_AD07_0001;
 
-/// Apply every migration not yet applied. Returns the versions applied now.
+/// Apply every migration not yet applied. Returns the versions applied now. A current schema
+/// is left alone without any DDL, so a run-time role without CREATE rights can start.
 pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
+    if current_version(client).await? == Some(latest_version()) {
+        return Ok(Vec::new());
+    }
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -56,6 +65,21 @@ async fn apply_missing(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::
         applied.push(*version);
     }
     Ok(applied)
+}
+
+/// The applied version, or None before the first migration.
+async fn current_version(client: &Client) -> Result<Option<i32>, tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let row = client
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_migrations", &[])
+        .await?;
+    Ok(Some(row.get(0)))
 }
 
 /// The newest schema version this binary knows.

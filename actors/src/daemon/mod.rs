@@ -19,6 +19,7 @@ mod coordinator;
 mod debouncer;
 mod hasher;
 pub mod http;
+mod idle;
 mod registrar;
 pub mod scanner;
 pub mod schedule;

@@ -7,7 +7,6 @@ use crate::catalog::{BatchOutcome, Catalog};
 use crate::scan::Batch;
 use actix::prelude::*;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Message)]
 #[rtype(result = "Result<BatchOutcome, String>")]
@@ -19,8 +18,6 @@ pub struct WriteBatch {
 
 /// Batches a registrar holds besides the one it writes.
 const MAILBOX: usize = 4;
-/// An idle registrar checks its connection this often, so a lost database shows at once.
-const PING_INTERVAL: Duration = Duration::from_secs(5);
 
 pub struct RegistrarActor {
     guard: ChildGuard,
@@ -61,22 +58,7 @@ impl Actor for RegistrarActor {
                 Err(error) => actor.lost(error.detail(), ctx),
             },
         ));
-        ctx.run_interval(PING_INTERVAL, |actor, ctx| {
-            let Some(catalog) = actor.catalog.take() else { return };
-            ctx.wait(
-                async move {
-                    let result = catalog.ping().await;
-                    (catalog, result)
-                }
-                .into_actor(actor)
-                .map(|(catalog, result), actor, ctx| {
-                    actor.catalog = Some(catalog);
-                    if let Err(error) = result {
-                        actor.lost(error.detail(), ctx);
-                    }
-                }),
-            );
-        });
+        super::idle::ping_while_idle(ctx);
     }
 }
 
@@ -117,5 +99,15 @@ impl Handler<StopChild> for RegistrarActor {
         // Messages already in the mailbox are handled first: a batch in flight is committed.
         self.guard.stop_cleanly();
         ctx.stop();
+    }
+}
+
+impl super::idle::HoldsCatalog for RegistrarActor {
+    fn catalog_slot(&mut self) -> &mut Option<Catalog> {
+        &mut self.catalog
+    }
+
+    fn guard(&mut self) -> &mut ChildGuard {
+        &mut self.guard
     }
 }

@@ -61,7 +61,6 @@ pub struct ScanStats {
 
 /// How long a batch waits for a registrar to be up again before the scan gives up on it.
 const REGISTRAR_WAIT: Duration = Duration::from_secs(60);
-const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Timers are re-armed at least this often, so that a wall-clock jump does not make a run late.
 const MAX_TIMER: Duration = Duration::from_secs(30);
 
@@ -329,23 +328,7 @@ impl Actor for ScannerActor {
                 }
             },
         ));
-        ctx.run_interval(PING_INTERVAL, |actor, ctx| {
-            let Some(catalog) = actor.catalog.take() else { return };
-            ctx.wait(
-                async move {
-                    let result = catalog.ping().await;
-                    (catalog, result)
-                }
-                .into_actor(actor)
-                .map(|(catalog, result), actor, ctx| {
-                    actor.catalog = Some(catalog);
-                    if let Err(error) = result {
-                        actor.guard.fail(format!("catalog: {}", error.detail()));
-                        ctx.stop();
-                    }
-                }),
-            );
-        });
+        super::idle::ping_while_idle(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -405,5 +388,15 @@ impl Handler<StopChild> for ScannerActor {
         }
         self.guard.stop_cleanly();
         ctx.stop();
+    }
+}
+
+impl super::idle::HoldsCatalog for ScannerActor {
+    fn catalog_slot(&mut self) -> &mut Option<Catalog> {
+        &mut self.catalog
+    }
+
+    fn guard(&mut self) -> &mut ChildGuard {
+        &mut self.guard
     }
 }

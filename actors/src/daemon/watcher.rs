@@ -38,6 +38,12 @@ pub struct WatchSettings {
     pub debounce: Duration,
 }
 
+/// A recursive inotify watch of one root.
+type NativeWatch = notify_debouncer_full::Debouncer<
+    notify_debouncer_full::notify::RecommendedWatcher,
+    notify_debouncer_full::RecommendedCache,
+>;
+
 /// Roots that look unmounted, with the reason; shown by `/healthz` and `status`.
 pub type UnavailableRoots = Arc<Mutex<BTreeMap<String, String>>>;
 
@@ -61,12 +67,7 @@ pub struct WatcherActor {
     unavailable: UnavailableRoots,
     found: Option<Receiver<Found>>,
     stop: Arc<AtomicBool>,
-    native: Vec<
-        notify_debouncer_full::Debouncer<
-            notify_debouncer_full::notify::RecommendedWatcher,
-            notify_debouncer_full::RecommendedCache,
-        >,
-    >,
+    native: Vec<NativeWatch>,
     forwarding: bool,
     log: Logger,
 }
@@ -249,17 +250,7 @@ fn is_network_filesystem(path: &Path) -> bool {
     NETWORK.contains(&(stat.f_type as i64))
 }
 
-fn watch_native(
-    root: &RootSpec,
-    ignore: IgnoreMatcher,
-    sender: Sender<Found>,
-) -> Result<
-    notify_debouncer_full::Debouncer<
-        notify_debouncer_full::notify::RecommendedWatcher,
-        notify_debouncer_full::RecommendedCache,
-    >,
-    String,
-> {
+fn watch_native(root: &RootSpec, ignore: IgnoreMatcher, sender: Sender<Found>) -> Result<NativeWatch, String> {
     let base = root.path.clone();
     let label = root.label.clone();
     let mut debouncer = notify_debouncer_full::new_debouncer(

@@ -191,9 +191,13 @@ pub struct CatalogFile {
     pub deleted: bool,
 }
 
-/// Format a connection error without the URL's password.
+/// Format a connection error without the URL's password. The server's own message is kept
+/// ("too many clients", "database does not exist"): `Display` alone says only "db error".
 fn redact_error(error: &tokio_postgres::Error, url: &str) -> String {
-    let text = format!("{error}");
+    let text = match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => format!("{error}"),
+    };
     match password_of(url) {
         Some(password) if !password.is_empty() => text.replace(&password, "***"),
         _ => text,

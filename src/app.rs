@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 /// A catalog connection, with the schema brought up to date first (under the advisory lock).
 pub async fn open_catalog_migrated(config: &Config) -> anyhow::Result<Catalog> {
-    let mut catalog = Catalog::connect(&config.database.url, &config.agent).await?;
+    let mut catalog = Catalog::connect(&config.database.target(), &config.agent).await?;
     catalog
         .migrate()
         .await
@@ -21,7 +21,7 @@ pub async fn open_catalog_migrated(config: &Config) -> anyhow::Result<Catalog> {
 
 /// Another connection, for a second user of the catalog in the same process.
 pub async fn open_catalog(config: &Config) -> anyhow::Result<Catalog> {
-    Ok(Catalog::open(&config.database.url, &config.agent).await?)
+    Ok(Catalog::open(&config.database.target(), &config.agent).await?)
 }
 
 pub fn object_store(config: &Config) -> ObjectStore {

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 /// `filemetasync migrate`: bring the catalog schema up to date.
 pub async fn migrate(config: &Config, log: &Logger) -> anyhow::Result<ExitCode> {
-    let mut catalog = fms_actors::catalog::Catalog::connect(&config.database.url, &config.agent).await?;
+    let mut catalog = fms_actors::catalog::Catalog::connect(&config.database.target(), &config.agent).await?;
     let applied = catalog
         .migrate()
         .await

@@ -73,7 +73,7 @@ pub fn daemon_settings(config: &Config, role: Role) -> anyhow::Result<DaemonSett
     Ok(DaemonSettings {
         agent: config.agent.clone(),
         role,
-        database_url: config.database.url.clone(),
+        database: config.database.target(),
         store: app::object_store(config),
         roots: app::roots(config),
         ignore: app::ignore_matcher(config),

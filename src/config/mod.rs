@@ -32,6 +32,15 @@ pub struct DatabaseConfig {
     /// `postgres://user:password@host:port/db`; secret (shown redacted).
     #[serde(serialize_with = "redact_url")]
     pub url: String,
+    /// PEM file of the CA(s) that sign the server's certificate: TLS, verified against it.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl DatabaseConfig {
+    /// What the engine connects to.
+    pub fn target(&self) -> fms_actors::catalog::Target {
+        fms_actors::catalog::Target::new(self.url.clone()).with_ca_file(self.ca_file.clone())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -140,7 +149,9 @@ pub struct ConfigErrors(pub Vec<Problem>);
 
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(formatter, "invalid configuration ({} problems):", self.0.len())?;
+        let count = self.0.len();
+        let noun = if count == 1 { "problem" } else { "problems" };
+        writeln!(formatter, "invalid configuration ({count} {noun}):")?;
         for problem in &self.0 {
             writeln!(formatter, "  {problem}")?;
         }
@@ -238,6 +249,7 @@ fn read_database(section: &mut Section) -> DatabaseConfig {
     }
     DatabaseConfig {
         url: url.unwrap_or_default(),
+        ca_file: section.string("ca_file").map(PathBuf::from),
     }
 }
 
@@ -380,8 +392,18 @@ fn read_log(section: &mut Section) -> LogConfig {
 /// Rules across sections.
 fn validate(config: &Config, problems: &mut Vec<Problem>) {
     let mut add = |key: String, message: String| problems.push(Problem { key, message });
-    if !config.database.url.is_empty() && config.database.url.parse::<tokio_postgres_config::Config>().is_err() {
-        add("database.url".into(), "is not a valid PostgreSQL connection URL".into());
+    if !config.database.url.is_empty() {
+        match fms_actors::catalog::tls::plan(&config.database.target()) {
+            Err(problem) => add("database.url".into(), problem),
+            Ok(plan) => {
+                // A CA file that cannot be used is a configuration error, not a connection error.
+                if let Some(roots @ fms_actors::catalog::tls::Roots::File(_)) = &plan.tls {
+                    if let Err(problem) = fms_actors::catalog::tls::connector(roots) {
+                        add("database.ca_file".into(), problem);
+                    }
+                }
+            }
+        }
     }
     if config.roots.is_empty() {
         add("roots".into(), "at least one [[roots]] entry is required".into());
@@ -448,18 +470,66 @@ fn redact_url<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok,
     serializer.serialize_str(&redacted_url(value))
 }
 
-/// The URL with its password replaced by `***`.
+/// The URL with its password replaced by `***`: in the user part of a URL, in its
+/// `?password=` parameter, and in a keyword string's `password=`.
 pub fn redacted_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((credentials, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match credentials.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let mut shown = match rest.rsplit_once('@') {
+            Some((credentials, host)) => match credentials.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+                None => format!("{scheme}://{rest}"),
+            },
+            None => format!("{scheme}://{rest}"),
+        };
+        if let Some(query) = query {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some(("password", _)) => "password=***".to_owned(),
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            shown = format!("{shown}?{}", params.join("&"));
+        }
+        return shown;
     }
+    redact_keyword_password(url)
+}
+
+/// `password=value`, `password = 'quoted value'` in a libpq keyword string.
+fn redact_keyword_password(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("password") {
+        let before_ok = at == 0 || rest[..at].ends_with(char::is_whitespace);
+        let after = rest[at + "password".len()..].trim_start();
+        let Some(value) = after.strip_prefix('=').filter(|_| before_ok) else {
+            out.push_str(&rest[..at + "password".len()]);
+            rest = &rest[at + "password".len()..];
+            continue;
+        };
+        let value = value.trim_start();
+        let end = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut escaped = false;
+            let close = quoted.char_indices().find(|&(_, c)| {
+                let close = c == '\'' && !escaped;
+                escaped = c == '\\' && !escaped;
+                close
+            });
+            close.map_or(value.len(), |(index, _)| index + 2)
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        out.push_str(&rest[..at]);
+        out.push_str("password=***");
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Durations shown as "2s", "15m".
@@ -467,11 +537,6 @@ mod humantime_serde_compat {
     pub fn serialize<S: serde::Serializer>(value: &std::time::Duration, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&humantime::format_duration(*value).to_string())
     }
-}
-
-/// tokio-postgres's URL parser, reached through the engine crate.
-mod tokio_postgres_config {
-    pub use fms_actors::catalog::PgConfig as Config;
 }
 
 #[cfg(test)]
@@ -487,7 +552,8 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
         }
     };
     check("agent", old.agent != new.agent);
-    check("database.url", old.database != new.database);
+    check("database.url", old.database.url != new.database.url);
+    check("database.ca_file", old.database.ca_file != new.database.ca_file);
     check("storage", old.storage != new.storage);
     check("roots", old.roots != new.roots);
     check("ignore.patterns", old.ignore != new.ignore);

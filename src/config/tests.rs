@@ -159,6 +159,58 @@ fn redacted_url_table() {
     assert_eq!(redacted_url("postgres://u:p@h/db"), "postgres://u:***@h/db");
     assert_eq!(redacted_url("postgres://u@h/db"), "postgres://u@h/db");
     assert_eq!(redacted_url("host=/tmp dbname=x"), "host=/tmp dbname=x");
+    assert_eq!(
+        redacted_url("host=db password=s3cret-pw dbname=x"),
+        "host=db password=*** dbname=x"
+    );
+    assert_eq!(
+        redacted_url("host=db password = 'it\\'s a \\\\ secret' user=u"),
+        "host=db password=*** user=u"
+    );
+    assert_eq!(redacted_url("host=db user=mypassword"), "host=db user=mypassword");
+    assert_eq!(
+        redacted_url("postgres://u@h/db?password=s3cret%2Fpw&sslmode=require"),
+        "postgres://u@h/db?password=***&sslmode=require"
+    );
+}
+
+#[test]
+fn the_ca_file_is_checked_and_its_change_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let with_ca = |file: &std::path::Path| {
+        GOOD.replace(
+            "url = \"postgres://fms:hunter2@db:5432/fms\"",
+            &format!(
+                "url = \"postgres://fms:hunter2@db:5432/fms?sslmode=require\"\nca_file = \"{}\"",
+                file.display()
+            ),
+        )
+    };
+    let errors = load_from_str(&with_ca(&missing), no_env()).unwrap_err();
+    assert!(errors.to_string().contains("missing.pem"), "{errors}");
+    assert_eq!(keys(errors), vec!["database.ca_file"]);
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello").unwrap();
+    assert_eq!(
+        keys(load_from_str(&with_ca(&not_pem), no_env()).unwrap_err()),
+        vec!["database.ca_file"]
+    );
+    let disabled = GOOD.replace(
+        "url = \"postgres://fms:hunter2@db:5432/fms\"",
+        "url = \"postgres://fms:hunter2@db:5432/fms?sslmode=disable&sslrootcert=/x.pem\"",
+    );
+    assert_eq!(
+        keys(load_from_str(&disabled, no_env()).unwrap_err()),
+        vec!["database.url"]
+    );
+    let verify = GOOD.replace(
+        "url = \"postgres://fms:hunter2@db:5432/fms\"",
+        "url = \"postgres://fms:hunter2@db:5432/fms?sslmode=verify-full\"",
+    );
+    let old = load_from_str(GOOD, no_env()).unwrap();
+    let new = load_from_str(&verify, no_env()).unwrap();
+    assert_eq!(changed_keys(&old, &new), vec!["database.url"]);
 }
 
 #[test]

@@ -154,6 +154,11 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     pub fn start() -> PrivatePostgres {
+        PrivatePostgres::start_with(|_| {})
+    }
+
+    /// Start a new cluster; `configure` edits its data directory before the first start.
+    pub fn start_with(configure: impl FnOnce(&Path)) -> PrivatePostgres {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .ok()
             .and_then(|versions| {
@@ -178,8 +183,51 @@ impl PrivatePostgres {
             &postgres.bin.join("initdb"),
             &["-D", &data, "-U", "postgres", "-A", "trust", "--no-sync"],
         );
+        configure(Path::new(&data));
         postgres.start_server();
         postgres
+    }
+
+    /// A cluster that speaks TLS with this certificate and key, and refuses every TCP
+    /// connection without it (its unix socket, in `socket_url`, stays open for the test).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> PrivatePostgres {
+        PrivatePostgres::start_with(|data| {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            let owner = std::fs::metadata(data).unwrap();
+            for (name, text, mode) in [("server.crt", cert_pem, 0o644), ("server.key", key_pem, 0o600)] {
+                let path = data.join(name);
+                std::fs::write(&path, text).unwrap();
+                std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .unwrap();
+            writeln!(
+                conf,
+                "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+            )
+            .unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostnossl all all 0.0.0.0/0 reject\n\
+                 hostnossl all all ::/0 reject\n\
+                 hostssl all all 127.0.0.1/32 trust\n\
+                 hostssl all all ::1/128 trust\n",
+            )
+            .unwrap();
+        })
+    }
+
+    /// The superuser over the cluster's unix socket (no TLS there).
+    pub fn socket_url(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.dir.path().display(),
+            self.port
+        )
     }
 
     fn data(&self) -> String {

@@ -7,19 +7,18 @@ pub mod migrate;
 mod queue;
 mod register;
 mod status;
+pub mod tls;
 mod verify;
 
 pub use queue::{QueueItem, SourceFile};
 pub use register::{BatchOutcome, Deletion, Move, Registration};
 pub use status::{ProcessStatus, QueueCounts, ScanRecord, StatusReport};
+pub use tls::Target;
 pub use verify::{StoredContent, VERIFY_PAGE};
 
 use crate::pathenc::PathEncoding;
 use std::ffi::OsString;
 use tokio_postgres::{Client, NoTls};
-
-/// A parsed connection URL (for validation without connecting).
-pub use tokio_postgres::Config as PgConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -61,16 +60,34 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Connect to `url`. Fails with a message that never contains the password.
-    pub async fn connect(url: &str, agent: &str) -> Result<Catalog, CatalogError> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls)
-            .await
-            .map_err(|error| CatalogError::Connect(redact_error(&error, url)))?;
-        tokio::spawn(async move {
-            // The connection ends when the client is dropped or the server goes away; every
-            // query on the client then fails and its owner reconnects.
-            let _ = connection.await;
-        });
+    /// Connect to the catalog, over TLS when the target asks for it (see [`tls`]). Fails
+    /// with a message that never contains the password.
+    pub async fn connect(target: &Target, agent: &str) -> Result<Catalog, CatalogError> {
+        let plan = tls::plan(target).map_err(|problem| CatalogError::Connect(format!("database.url {problem}")))?;
+        let failed = |error: tokio_postgres::Error| {
+            let text = redact_error(&error, &plan.config);
+            let hint = tls::hint(&text, plan.tls.as_ref());
+            CatalogError::Connect(format!("{text}{hint}"))
+        };
+        // The connection ends when the client is dropped or the server goes away; every
+        // query on the client then fails and its owner reconnects.
+        let client = match &plan.tls {
+            None => {
+                let (client, connection) = plan.config.connect(NoTls).await.map_err(failed)?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client
+            }
+            Some(roots) => {
+                let connector = tls::connector(roots).map_err(CatalogError::Connect)?;
+                let (client, connection) = plan.config.connect(connector).await.map_err(failed)?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client
+            }
+        };
         let worker = format!("{agent}:{}:{:08x}", std::process::id(), rand::random::<u32>());
         Ok(Catalog {
             client,
@@ -82,8 +99,8 @@ impl Catalog {
     }
 
     /// Connect and check that the schema is current.
-    pub async fn open(url: &str, agent: &str) -> Result<Catalog, CatalogError> {
-        let catalog = Catalog::connect(url, agent).await?;
+    pub async fn open(target: &Target, agent: &str) -> Result<Catalog, CatalogError> {
+        let catalog = Catalog::connect(target, agent).await?;
         let found = catalog.schema_version().await?;
         let needed = migrate::latest_version();
         if found != needed {
@@ -193,18 +210,26 @@ pub struct CatalogFile {
 
 /// Format a connection error without the URL's password. The server's own message is kept
 /// ("too many clients", "database does not exist"): `Display` alone says only "db error".
-fn redact_error(error: &tokio_postgres::Error, url: &str) -> String {
+fn redact_error(error: &tokio_postgres::Error, config: &tokio_postgres::Config) -> String {
     let text = match error.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => format!("{error}"),
+        None => {
+            // The cause (a TLS handshake's "invalid peer certificate: UnknownIssuer", an
+            // I/O error) is the error's source, not part of its text.
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                let cause_text = cause.to_string();
+                if !text.contains(&cause_text) {
+                    text.push_str(&format!(": {cause_text}"));
+                }
+                source = cause.source();
+            }
+            text
+        }
     };
-    match password_of(url) {
-        Some(password) if !password.is_empty() => text.replace(&password, "***"),
+    match config.get_password().map(String::from_utf8_lossy) {
+        Some(password) if !password.is_empty() => text.replace(password.as_ref(), "***"),
         _ => text,
     }
-}
-
-fn password_of(url: &str) -> Option<String> {
-    let config: tokio_postgres::Config = url.parse().ok()?;
-    config.get_password().map(|p| String::from_utf8_lossy(p).into_owned())
 }

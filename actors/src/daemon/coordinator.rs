@@ -80,11 +80,17 @@ impl Handler<Reconfigure> for Coordinator {
         let indexes = new.role.indexes();
         let uploads = new.role.uploads();
         if changed("database") {
+            let key = message
+                .changed
+                .iter()
+                .find(|key| key.starts_with("database"))
+                .cloned()
+                .unwrap_or_else(|| "database".to_owned());
             for actor in ["scanner", "registrar"].into_iter().filter(|_| indexes) {
-                self.restart(actor, "database.url");
+                self.restart(actor, &key);
             }
             if uploads {
-                self.restart("uploader", "database.url");
+                self.restart("uploader", &key);
             }
         } else if uploads
             && (changed("storage") || changed("roots") || changed("upload.max_attempts") || changed("upload.lease"))

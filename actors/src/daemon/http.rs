@@ -5,7 +5,7 @@
 
 use super::supervisor::{ActorHealth, ActorState};
 use super::Observed;
-use crate::catalog::{Catalog, StatusReport};
+use crate::catalog::{Catalog, StatusReport, Target};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 pub struct HttpSettings {
     pub listen: SocketAddr,
-    pub url: String,
+    pub database: Target,
     pub agent: String,
     pub role: &'static str,
 }
@@ -81,7 +81,7 @@ impl Endpoint {
     /// The catalog connection, opened on first use and after a failure.
     async fn catalog(&mut self) -> Result<&Catalog, String> {
         if self.catalog.is_none() {
-            let connect = Catalog::connect(&self.settings.url, &self.settings.agent);
+            let connect = Catalog::connect(&self.settings.database, &self.settings.agent);
             let catalog = tokio::time::timeout(CATALOG_TIMEOUT, connect)
                 .await
                 .map_err(|_| "no answer from PostgreSQL".to_owned())?

@@ -32,6 +32,7 @@ pub use slot::Slot;
 
 pub use coordinator::{DaemonHandle, Reconfigure};
 
+use crate::catalog::Target;
 use crate::fs::IgnoreMatcher;
 use crate::hashing::HashCounters;
 use crate::scan::{RootSpec, ScanContext, ScanOptions, ScanProgress};
@@ -84,7 +85,7 @@ impl Role {
 pub struct DaemonSettings {
     pub agent: String,
     pub role: Role,
-    pub database_url: String,
+    pub database: Target,
     pub store: ObjectStore,
     pub roots: Vec<RootSpec>,
     pub ignore: IgnoreMatcher,
@@ -155,7 +156,7 @@ pub fn run(settings: DaemonSettings, log: Logger, hooks: DaemonHooks) -> std::io
         Some(listen) => Some(http::spawn(
             http::HttpSettings {
                 listen,
-                url: settings.database_url.clone(),
+                database: settings.database.clone(),
                 agent: settings.agent.clone(),
                 role: settings.role.as_str(),
             },
@@ -341,7 +342,7 @@ impl Wiring {
             factory: Box::new(move |guard| {
                 let settings = current(&live);
                 let uploader = Arc::new(UploaderSettings {
-                    url: settings.database_url.clone(),
+                    database: settings.database.clone(),
                     agent: settings.agent.clone(),
                     store: settings.store.clone(),
                     roots: settings
@@ -371,9 +372,9 @@ impl Wiring {
             stop_order: 1,
             factory: Box::new(move |guard| {
                 let settings = current(&live);
-                let (url, agent) = (settings.database_url.clone(), settings.agent.clone());
+                let (database, agent) = (settings.database.clone(), settings.agent.clone());
                 let address = RegistrarActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    RegistrarActor::new(guard, url, agent)
+                    RegistrarActor::new(guard, database, agent)
                 });
                 slot.set(address.clone());
                 address.recipient()
@@ -439,7 +440,7 @@ impl Wiring {
 
 fn scanner_settings(settings: &DaemonSettings, observed: &Observed, log: &Logger) -> Arc<ScannerSettings> {
     Arc::new(ScannerSettings {
-        url: settings.database_url.clone(),
+        database: settings.database.clone(),
         agent: settings.agent.clone(),
         roots: settings.roots.clone(),
         schedule: settings.schedule.clone(),

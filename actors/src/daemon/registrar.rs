@@ -3,7 +3,7 @@
 //! connection fails the actor; the Supervisor restarts it, and the new instance reconnects.
 
 use super::supervisor::{ChildGuard, StopChild};
-use crate::catalog::{BatchOutcome, Catalog};
+use crate::catalog::{BatchOutcome, Catalog, Target};
 use crate::scan::Batch;
 use actix::prelude::*;
 use std::sync::Arc;
@@ -21,16 +21,16 @@ const MAILBOX: usize = 4;
 
 pub struct RegistrarActor {
     guard: ChildGuard,
-    url: String,
+    database: Target,
     agent: String,
     catalog: Option<Catalog>,
 }
 
 impl RegistrarActor {
-    pub fn new(guard: ChildGuard, url: String, agent: String) -> RegistrarActor {
+    pub fn new(guard: ChildGuard, database: Target, agent: String) -> RegistrarActor {
         RegistrarActor {
             guard,
-            url,
+            database,
             agent,
             catalog: None,
         }
@@ -47,17 +47,19 @@ impl Actor for RegistrarActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX);
-        let (url, agent) = (self.url.clone(), self.agent.clone());
+        let (database, agent) = (self.database.clone(), self.agent.clone());
         // No batch is taken before the connection is up.
-        ctx.wait(async move { Catalog::open(&url, &agent).await }.into_actor(self).map(
-            |result, actor, ctx| match result {
-                Ok(catalog) => {
-                    actor.catalog = Some(catalog);
-                    actor.guard.ready();
-                }
-                Err(error) => actor.lost(error.detail(), ctx),
-            },
-        ));
+        ctx.wait(
+            async move { Catalog::open(&database, &agent).await }
+                .into_actor(self)
+                .map(|result, actor, ctx| match result {
+                    Ok(catalog) => {
+                        actor.catalog = Some(catalog);
+                        actor.guard.ready();
+                    }
+                    Err(error) => actor.lost(error.detail(), ctx),
+                }),
+        );
         super::idle::ping_while_idle(ctx);
     }
 }

@@ -9,7 +9,7 @@ use super::registrar::{RegistrarActor, WriteBatch};
 use super::schedule::Schedule;
 use super::supervisor::{ChildGuard, StopChild};
 use super::Slot;
-use crate::catalog::{BatchOutcome, Catalog, CatalogError};
+use crate::catalog::{BatchOutcome, Catalog, CatalogError, Target};
 use crate::fs::{HashError, Hashed};
 use crate::scan::{scan_root, Batch, RootOutcome, RootSpec, ScanContext, ScanSink};
 use actix::prelude::*;
@@ -105,7 +105,7 @@ impl ScanSink for ActorSink {
 }
 
 pub struct ScannerSettings {
-    pub url: String,
+    pub database: Target,
     pub agent: String,
     pub roots: Vec<RootSpec>,
     pub schedule: Schedule,
@@ -309,25 +309,27 @@ impl Actor for ScannerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(4);
-        let (url, agent) = (self.settings.url.clone(), self.settings.agent.clone());
-        ctx.wait(async move { Catalog::open(&url, &agent).await }.into_actor(self).map(
-            |result, actor, ctx| match result {
-                Ok(catalog) => {
-                    actor.catalog = Some(catalog);
-                    actor.guard.ready();
-                    actor.arm_timer(ctx);
-                    if actor.guard.generation() > 1 {
-                        actor.start_scan("catch-up after restart", ctx);
-                    } else if actor.settings.on_start {
-                        actor.start_scan("start", ctx);
+        let (database, agent) = (self.settings.database.clone(), self.settings.agent.clone());
+        ctx.wait(
+            async move { Catalog::open(&database, &agent).await }
+                .into_actor(self)
+                .map(|result, actor, ctx| match result {
+                    Ok(catalog) => {
+                        actor.catalog = Some(catalog);
+                        actor.guard.ready();
+                        actor.arm_timer(ctx);
+                        if actor.guard.generation() > 1 {
+                            actor.start_scan("catch-up after restart", ctx);
+                        } else if actor.settings.on_start {
+                            actor.start_scan("start", ctx);
+                        }
                     }
-                }
-                Err(error) => {
-                    actor.guard.fail(format!("catalog: {}", error.detail()));
-                    ctx.stop();
-                }
-            },
-        ));
+                    Err(error) => {
+                        actor.guard.fail(format!("catalog: {}", error.detail()));
+                        ctx.stop();
+                    }
+                }),
+        );
         super::idle::ping_while_idle(ctx);
     }
 

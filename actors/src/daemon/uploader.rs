@@ -5,7 +5,7 @@
 //! a restarted uploader first checks that both answer.
 
 use super::supervisor::{ChildGuard, StopChild};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Target};
 use crate::store::ObjectStore;
 use crate::upload::{UploadControl, UploadCounters, UploadError, UploadSettings, Uploader};
 use crate::upload_controls::UploadKnobs;
@@ -22,7 +22,7 @@ use std::time::Duration;
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub struct UploaderSettings {
-    pub url: String,
+    pub database: Target,
     pub agent: String,
     pub store: ObjectStore,
     pub roots: HashMap<String, PathBuf>,
@@ -91,7 +91,7 @@ impl Actor for UploaderActor {
         let log = self.log.clone();
         ctx.wait(
             async move {
-                let catalog = Catalog::open(&settings.url, &settings.agent)
+                let catalog = Catalog::open(&settings.database, &settings.agent)
                     .await
                     .map_err(|error| format!("catalog: {}", error.detail()))?;
                 settings.store.probe().await.map_err(|error| error.to_string())?;

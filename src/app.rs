@@ -36,6 +36,7 @@ pub fn object_store(config: &Config) -> ObjectStore {
             secret_access_key,
             multipart_threshold,
             part_size,
+            ca_file,
         } => ObjectStore::S3(S3Store::new(&S3Settings {
             bucket: bucket.clone(),
             endpoint: endpoint.clone(),
@@ -45,6 +46,8 @@ pub fn object_store(config: &Config) -> ObjectStore {
             secret_access_key: secret_access_key.clone(),
             multipart_threshold: *multipart_threshold,
             part_size: *part_size,
+            // Unreadable now (it was read when the configuration was checked): trust nothing.
+            ca_pem: ca_file.as_ref().map(|file| std::fs::read(file).unwrap_or_default()),
         })),
     }
 }

@@ -1,6 +1,7 @@
-//! TLS to PostgreSQL against a real server that refuses plain TCP: the scan, the commands and
-//! the daemon reach it only with `sslmode=require` (or `verify-full`) and the CA that signed
-//! its certificate; every wrong setting fails with a message that says what to change.
+//! TLS against real servers. PostgreSQL refusing plain TCP: the scan, the commands and the
+//! daemon reach it only with `sslmode=require` (or `verify-full`) and the CA that signed its
+//! certificate. Garage behind a TLS front: uploads go over HTTPS, verified against
+//! `storage.ca_file`. Every wrong setting fails with a message that says what to change.
 
 mod common;
 
@@ -8,6 +9,8 @@ use common::daemon::{http_section, PrivatePostgres};
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A CA, and a server certificate for `localhost` signed by it.
@@ -203,4 +206,103 @@ async fn the_catalog_is_reached_over_verified_tls_or_not_at_all() {
         0,
         "every content uploaded"
     );
+}
+
+/// A TLS front for Garage's S3 port (Garage speaks plain HTTP), as a private S3 server with
+/// its own CA looks from outside. Returns its port and the number of handshakes it completed.
+async fn tls_front(upstream: String, pki: &Pki) -> (u16, Arc<AtomicUsize>) {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = vec![CertificateDer::from_pem_slice(pki.cert_pem.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(pki.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let counted = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, upstream, counted) = (acceptor.clone(), upstream.clone(), counted.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                counted.fetch_add(1, Ordering::SeqCst);
+                let Ok(mut garage) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut garage).await;
+            });
+        }
+    });
+    (port, handshakes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_to_an_https_endpoint_are_verified_against_the_store_ca_file() {
+    let pki = pki();
+    let garage = Garage::start();
+    let upstream = garage.endpoint.trim_start_matches("http://").to_owned();
+    let (port, handshakes) = tls_front(upstream, &pki).await;
+    let work = tempfile::tempdir().unwrap();
+    let ca_file = work.path().join("s3-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let tree = work.path().join("tree");
+    let manifest = make_corpus(&tree, 150, &["--large", "1"]);
+    let database = Database::create("tls_s3").await;
+    let https = garage
+        .storage_toml()
+        .replace(&garage.endpoint, &format!("https://localhost:{port}"));
+    assert!(https.contains("https://localhost"));
+
+    // The system's roots do not know this CA: nothing is sent, and the error says why.
+    let untrusted = Fms::new(&database, &https, &[("docs", &tree)], "[upload]\nmax_attempts = 1\n");
+    untrusted.scan_with(&["scan", "--no-upload", "--json"], 0);
+    let output = untrusted.run(&["verify"]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    eprintln!(
+        "verify without the CA: {:?}\n{}{}",
+        output.status.code(),
+        tail(&stdout),
+        tail(&stderr)
+    );
+    assert!(!output.status.success());
+    assert!(
+        format!("{stdout}{stderr}").contains("storage.ca_file"),
+        "the message names storage.ca_file:\n{stdout}{stderr}"
+    );
+    assert!(
+        assert_store_matches_keys(&garage.store()).await.is_empty(),
+        "nothing stored"
+    );
+
+    // With the CA file: every content uploaded over TLS, and verified by the server.
+    let trusted = Fms::new(
+        &database,
+        &format!("{https}ca_file = \"{}\"\n", ca_file.display()),
+        &[("docs", &tree)],
+        "",
+    );
+    let summary = trusted.scan(0);
+    let contents: std::collections::BTreeSet<String> =
+        expected_files(&manifest).values().map(|(_, sha)| sha.clone()).collect();
+    assert_eq!(summary["uploaded"], contents.len() as u64, "{summary}");
+    let stored = assert_store_matches_keys(&garage.store()).await;
+    assert_eq!(stored.len(), contents.len());
+    let deep = trusted.run(&["verify", "--deep"]);
+    assert!(deep.status.success(), "{}", String::from_utf8_lossy(&deep.stdout));
+    let handshakes = handshakes.load(Ordering::SeqCst);
+    eprintln!(
+        "{} contents uploaded through {handshakes} TLS handshakes",
+        contents.len()
+    );
+    assert!(handshakes >= 1);
 }

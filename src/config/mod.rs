@@ -58,6 +58,8 @@ pub enum StorageConfig {
         /// Files at least this large are uploaded in parts.
         multipart_threshold: u64,
         part_size: u64,
+        /// PEM CA file trusted for an HTTPS endpoint instead of the system's roots.
+        ca_file: Option<PathBuf>,
     },
     Local {
         path: PathBuf,
@@ -277,10 +279,12 @@ fn read_storage(section: &mut Section) -> StorageConfig {
                 secret_access_key,
                 multipart_threshold,
                 part_size,
+                ca_file: section.string("ca_file").map(PathBuf::from),
             }
         }
         "local" => {
             for key in [
+                "ca_file",
                 "bucket",
                 "endpoint",
                 "region",
@@ -403,6 +407,14 @@ fn validate(config: &Config, problems: &mut Vec<Problem>) {
                     }
                 }
             }
+        }
+    }
+    if let StorageConfig::S3 {
+        ca_file: Some(file), ..
+    } = &config.storage
+    {
+        if let Err(problem) = fms_actors::catalog::tls::read_ca_file(file) {
+            add("storage.ca_file".into(), problem);
         }
     }
     if config.roots.is_empty() {

@@ -211,6 +211,11 @@ fn the_ca_file_is_checked_and_its_change_is_named() {
     let old = load_from_str(GOOD, no_env()).unwrap();
     let new = load_from_str(&verify, no_env()).unwrap();
     assert_eq!(changed_keys(&old, &new), vec!["database.url"]);
+    let store_ca = GOOD.replace(
+        "region = \"garage\"",
+        &format!("region = \"garage\"\nca_file = \"{}\"", missing.display()),
+    );
+    assert_eq!(keys(load_from_str(&store_ca, no_env()).unwrap_err()), vec!["storage.ca_file"]);
 }
 
 #[test]

@@ -267,6 +267,7 @@ impl Garage {
             secret_access_key: self.secret.clone(),
             multipart_threshold: 5 << 20,
             part_size: 5 << 20,
+            ca_pem: None,
         }))
     }
 

@@ -169,18 +169,10 @@ fn take_libpq_tls(url: &str) -> (String, LibpqTls) {
 /// The rustls connector for these roots. The CA file is read at each connection, so that a
 /// rotated CA is picked up by the next reconnect.
 pub fn connector(roots: &Roots) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     let mut store = rustls::RootCertStore::empty();
     match roots {
         Roots::File(file) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
-                .and_then(|certs| certs.collect::<Result<_, _>>())
-                .map_err(|error| format!("cannot read the CA file {}: {error}", file.display()))?;
-            if certs.is_empty() {
-                return Err(format!("the CA file {} holds no PEM certificate", file.display()));
-            }
-            for cert in certs {
+            for cert in read_ca_file(file)? {
                 store
                     .add(cert)
                     .map_err(|error| format!("the CA file {}: {error}", file.display()))?;
@@ -204,6 +196,19 @@ pub fn connector(roots: &Roots) -> Result<tokio_postgres_rustls::MakeRustlsConne
         .with_root_certificates(store)
         .with_no_client_auth();
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// The certificates of a PEM CA file: at least one, or why not.
+pub fn read_ca_file(file: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|error| format!("cannot read the CA file {}: {error}", file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("the CA file {} holds no PEM certificate", file.display()));
+    }
+    Ok(certs)
 }
 
 /// A word on what to do about a failed TLS handshake, appended to the error.

@@ -31,6 +31,9 @@ pub struct S3Settings {
     /// Files at least this large are uploaded in parts.
     pub multipart_threshold: u64,
     pub part_size: u64,
+    /// PEM CA certificate(s) that alone are trusted for an HTTPS endpoint (a private CA);
+    /// `None`: the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug)]
@@ -47,7 +50,20 @@ impl S3Store {
         let tls = aws_smithy_http_client::tls::Provider::Rustls(
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
         );
-        let http_client = aws_smithy_http_client::Builder::new().tls_provider(tls).build_https();
+        let mut builder = aws_smithy_http_client::Builder::new().tls_provider(tls);
+        if let Some(pem) = &settings.ca_pem {
+            use aws_smithy_http_client::tls::{TlsContext, TrustStore};
+            // Only these CAs; a file that does not parse trusts nothing (it was checked when
+            // the configuration was loaded).
+            let context = TlsContext::builder()
+                .with_trust_store(TrustStore::empty().with_pem_certificate(pem.clone()))
+                .build()
+                .or_else(|_| TlsContext::builder().with_trust_store(TrustStore::empty()).build());
+            if let Ok(context) = context {
+                builder = builder.tls_context(context);
+            }
+        }
+        let http_client = builder.build_https();
         let credentials = Credentials::new(
             &settings.access_key_id,
             &settings.secret_access_key,
@@ -304,6 +320,11 @@ where
     // this content; the uploader waits for it instead of spending the item's attempts.
     let unreachable =
         matches!(error, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) || code == "ServiceUnavailable";
+    let text = if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
+        format!("{text} (the endpoint's TLS certificate is not trusted: set storage.ca_file to the CA that signs it, and use the host name it lists)")
+    } else {
+        text
+    };
     if mismatch {
         StoreError::ContentMismatch(text)
     } else if unreachable {

@@ -253,6 +253,62 @@ async fn long_names_deep_trees_symlink_loops_and_hard_links() {
     assert_eq!(fms.scan(0)["totals"]["unchanged"], 6);
 }
 
+/// Linux takes paths of up to 4,095 bytes. A file at exactly that length syncs like any
+/// other; a folder whose path is longer cannot be opened at all, and is reported with its
+/// length and what to do, without failing the rest of the scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_at_the_kernel_limit_syncs_and_one_beyond_it_is_reported() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let mut relative = std::path::PathBuf::new();
+    let mut left = 4_095 - tree.as_os_str().len() - 1;
+    while left > 255 {
+        relative.push("a".repeat(200));
+        left -= 201;
+    }
+    relative.push("f".repeat(left));
+    let at_limit = tree.join(&relative);
+    assert_eq!(at_limit.as_os_str().len(), 4_095);
+    write(&at_limit, b"a file at the longest path Linux can open");
+    write(&tree.join("ordinary.txt"), b"an ordinary file");
+    // Beyond the limit: made one folder at a time (only relative paths reach down there).
+    let made = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import os,sys\nos.chdir(sys.argv[1])\nfor i in range(18):\n    n='%02d'%i+'d'*238\n    os.mkdir(n)\n    os.chdir(n)\n\
+             open('beyond.txt','w').write('too deep to open')",
+        )
+        .arg(&tree)
+        .status()
+        .unwrap();
+    assert!(made.success());
+
+    let database = Database::create("path_limit").await;
+    let garage = Garage::start();
+    let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], "");
+    let output = fms.run(&["scan", "--wait", "--json"]);
+    let (stdout, stderr) = (stdout_of(&output), String::from_utf8_lossy(&output.stderr).into_owned());
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let summary = summary_of(&stdout);
+    assert_eq!(summary["totals"]["new"], 2, "{summary:#}");
+    assert_eq!(summary["totals"]["failed"], 1, "the folder beyond the limit");
+    let printed = format!("{stdout}{stderr}");
+    assert!(
+        printed.contains("over the system's limit of 4095 bytes") && printed.contains("shorten a folder name"),
+        "{}",
+        tail(&printed)
+    );
+    let live = database.live_files("docs").await;
+    assert!(live.contains_key(&relative.to_string_lossy().into_owned()));
+    assert!(live.contains_key("ordinary.txt"));
+    assert_eq!(assert_store_matches_keys(&garage.store()).await.len(), 2);
+    // Nothing changes on the next scan: the file at the limit is read by its stat alone.
+    let again = fms.scan(0);
+    assert_eq!(again["totals"]["unchanged"], 2);
+    assert_eq!(again["totals"]["hashed_files"], 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sparse_file_is_uploaded_in_verified_parts() {
     let work = tempfile::tempdir().unwrap();

@@ -215,7 +215,10 @@ fn the_ca_file_is_checked_and_its_change_is_named() {
         "region = \"garage\"",
         &format!("region = \"garage\"\nca_file = \"{}\"", missing.display()),
     );
-    assert_eq!(keys(load_from_str(&store_ca, no_env()).unwrap_err()), vec!["storage.ca_file"]);
+    assert_eq!(
+        keys(load_from_str(&store_ca, no_env()).unwrap_err()),
+        vec!["storage.ca_file"]
+    );
 }
 
 #[test]

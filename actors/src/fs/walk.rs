@@ -92,11 +92,27 @@ pub fn walk_root(root: &Path, ignore: &IgnoreMatcher, progress: &dyn Fn(&WalkEnt
             }
             // Gone between readdir and stat: it is simply not there.
             Err(error) if error.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {}
-            Err(error) => outcome.errors.push(format!("{}: {error}", entry.path().display())),
+            Err(error) => outcome.errors.push(describe(entry.path(), &error)),
         }
     }
     outcome.ignored = ignored;
     outcome
+}
+
+/// `path: reason`, the path once (walkdir's own text repeats it), and for a path the kernel
+/// cannot take what the operator can do about it.
+fn describe(path: &Path, error: &walkdir::Error) -> String {
+    let reason = match error.io_error() {
+        Some(io) if io.raw_os_error() == Some(libc::ENAMETOOLONG) => format!(
+            "the path is {} bytes, over the system's limit of {} bytes, and cannot be opened: \
+             shorten a folder name above it (nothing under it is synced, nothing of it is deleted)",
+            path.as_os_str().len(),
+            libc::PATH_MAX - 1
+        ),
+        Some(io) => io.to_string(),
+        None => error.to_string(),
+    };
+    format!("{}: {reason}", path.display())
 }
 
 fn record_walk_error(root: &Path, error: &walkdir::Error, outcome: &mut WalkOutcome) {
@@ -105,7 +121,7 @@ fn record_walk_error(root: &Path, error: &walkdir::Error, outcome: &mut WalkOutc
     if vanished && path != root {
         return;
     }
-    outcome.errors.push(format!("{}: {error}", path.display()));
+    outcome.errors.push(describe(path, error));
     // Whatever could not be read is protected from soft deletion: a directory that failed
     // to open, or (for a failed stat) its parent.
     let relative = path.strip_prefix(root).unwrap_or(Path::new("")).as_os_str().to_owned();

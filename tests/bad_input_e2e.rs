@@ -346,48 +346,87 @@ async fn a_sparse_file_is_uploaded_in_verified_parts() {
     assert_eq!(sha, registered, "the stored object hashes to the registered content");
 }
 
+/// When the file is cut short.
+#[derive(Clone, Copy, PartialEq)]
+enum Cut {
+    /// After the stat check, while the upload waits for its share of the bandwidth.
+    WhileWaiting,
+    /// After Garage has taken the first part of its multipart upload.
+    AfterTheFirstPart,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_truncated_while_waiting_for_its_upload_is_never_stored_under_the_old_hash() {
+    let log = truncate_during_upload("truncated_waiting", Cut::WhileWaiting).await;
+    assert!(log.contains("no copy on disk matches the registered content"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_truncated_while_it_is_uploaded_is_aborted_and_never_stored_under_the_old_hash() {
+    let log = truncate_during_upload("truncated_uploading", Cut::AfterTheFirstPart).await;
+    assert!(
+        log.contains("changed during the upload"),
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("upload"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// A daemon uploads one 24 MB drawing in 5 MiB parts at 2 MB/s; the file is cut to 3 MB at
+/// `cut`. The watcher registers what it holds now, that is stored; the old content, which
+/// no file holds any more, is dropped from the queue and never stored. Returns the log.
+async fn truncate_during_upload(name: &str, cut: Cut) -> String {
     use std::time::{Duration, Instant};
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
     std::fs::create_dir_all(&tree).unwrap();
-    let original: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
+    let original: Vec<u8> = (0..24_000_000u32).map(|i| (i % 251) as u8).collect();
     write(&tree.join("drawing.dwg"), &original);
     let old_sha = {
         use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(&original))
     };
-    let database = Database::create("truncated").await;
+    let database = Database::create(name).await;
     let garage = Garage::start();
-    // 1 MB/s: the 8 MB upload waits its share (8 s) after its stat check, before sending.
     let (http, port) = common::daemon::http_section();
     let fms = Fms::new(
         &database,
         &garage.storage_toml(),
         &[("docs", &tree)],
-        &format!("[upload]\nbandwidth_limit = 1000000\n[watch]\npoll_interval = \"1s\"\ndebounce = \"1s\"\n{http}"),
+        &format!("[upload]\nbandwidth_limit = 2000000\n[watch]\npoll_interval = \"1s\"\ndebounce = \"1s\"\n{http}"),
     );
     let daemon = fms.start_daemon(port, &[], &[]);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while database
-        .count("SELECT count(*) FROM upload_queue WHERE lease_owner IS NOT NULL")
-        .await
-        == 0
-    {
-        assert!(Instant::now() < deadline, "the upload never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let started = async || match cut {
+        Cut::WhileWaiting => {
+            database
+                .count("SELECT count(*) FROM upload_queue WHERE lease_owner IS NOT NULL")
+                .await
+                > 0
+        }
+        Cut::AfterTheFirstPart => garage.requests("UploadPart") >= 1,
+    };
+    while !started().await {
+        assert!(
+            Instant::now() < deadline,
+            "the upload never started\n{}",
+            tail(&daemon.log_text())
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    if cut == Cut::WhileWaiting {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(tree.join("drawing.dwg"))
         .unwrap();
     file.set_len(3_000_000).unwrap();
     drop(file);
+    let parts_before_the_cut = garage.requests("UploadPart");
 
-    // The watcher registers what the file holds now; that is stored; the old content, which
-    // no file holds any more, is dropped from the queue, never stored.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let live = database.live_files("docs").await;
@@ -416,13 +455,24 @@ async fn a_file_truncated_while_waiting_for_its_upload_is_never_stored_under_the
         assert_store_matches_keys(&garage.store()).await,
         std::collections::BTreeSet::from([now])
     );
+    match cut {
+        Cut::WhileWaiting => assert_eq!(parts_before_the_cut, 0, "cut before any byte was sent"),
+        Cut::AfterTheFirstPart => {
+            assert!(parts_before_the_cut >= 1);
+            assert!(
+                garage.requests("AbortMultipartUpload") >= 1,
+                "the half-sent upload is aborted"
+            );
+        }
+    }
     let log = daemon.log_text();
     assert!(
-        log.contains("no copy on disk matches the registered content") && log.contains("upload dropped"),
-        "the log says why the first upload was refused and that the old content was dropped:\n{}",
+        log.contains("upload dropped"),
+        "the log says the old content was dropped:\n{}",
         log.lines()
             .filter(|l| l.contains("upload"))
             .collect::<Vec<_>>()
             .join("\n")
     );
+    log
 }

@@ -346,8 +346,7 @@ impl Uploader {
                 last_problem = problem;
                 continue;
             }
-            knobs.limiter.acquire(item.size).await;
-            match self.store.put_file(&content, &path).await {
+            match self.store.put_file_paced(&content, &path, &knobs.limiter).await {
                 Ok(()) => return ItemOutcome::Stored(item.size),
                 Err(StoreError::ContentMismatch(message)) => last_problem = message,
                 Err(error) => return self.on_store_error(error),

@@ -249,6 +249,11 @@ impl Garage {
             .sum()
     }
 
+    /// Requests Garage has answered for one S3 API endpoint ("UploadPart", ...).
+    pub fn requests(&self, endpoint: &str) -> u64 {
+        metric(&self.metrics(), endpoint)
+    }
+
     fn metrics(&self) -> String {
         let mut stream = std::net::TcpStream::connect(&self.admin).unwrap();
         write!(stream, "GET /metrics HTTP/1.0\r\nHost: {}\r\n\r\n", self.admin).unwrap();

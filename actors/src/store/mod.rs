@@ -53,6 +53,19 @@ impl ObjectStore {
 
     /// Store the bytes of `source` as `content`, refusing anything that does not hash to it.
     pub async fn put_file(&self, content: &Content, source: &Path) -> Result<(), StoreError> {
+        self.put_file_paced(content, source, &crate::upload_controls::RateLimiter::new(0))
+            .await
+    }
+
+    /// `put_file` within a bandwidth limit: each part of a multipart upload waits for its
+    /// share just before it is sent, so a large file is paced over its transfer instead of
+    /// waiting for all of it up front.
+    pub async fn put_file_paced(
+        &self,
+        content: &Content,
+        source: &Path,
+        limiter: &crate::upload_controls::RateLimiter,
+    ) -> Result<(), StoreError> {
         if !crate::key::is_valid_key(&content.key) {
             return Err(StoreError::Other(format!(
                 "refusing malformed object key {:?}",
@@ -60,8 +73,11 @@ impl ObjectStore {
             )));
         }
         match self {
-            ObjectStore::S3(store) => store.put_file(content, source).await,
-            ObjectStore::Local(store) => store.put_file(content, source).await,
+            ObjectStore::S3(store) => store.put_file(content, source, limiter).await,
+            ObjectStore::Local(store) => {
+                limiter.acquire(content.size).await;
+                store.put_file(content, source).await
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //! upload is completed, and the upload is aborted if it does not match.
 
 use super::{Content, StoreError};
+use crate::upload_controls::RateLimiter;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
@@ -104,10 +105,11 @@ impl S3Store {
         }
     }
 
-    pub async fn put_file(&self, content: &Content, source: &Path) -> Result<(), StoreError> {
+    pub async fn put_file(&self, content: &Content, source: &Path, limiter: &RateLimiter) -> Result<(), StoreError> {
         if content.size >= self.multipart_threshold {
-            return self.put_multipart(content, source).await;
+            return self.put_multipart(content, source, limiter).await;
         }
+        limiter.acquire(content.size).await;
         let body = small_file_body(source, content.size).await?;
         self.client
             .put_object()
@@ -126,7 +128,7 @@ impl S3Store {
         Ok(())
     }
 
-    async fn put_multipart(&self, content: &Content, source: &Path) -> Result<(), StoreError> {
+    async fn put_multipart(&self, content: &Content, source: &Path, limiter: &RateLimiter) -> Result<(), StoreError> {
         let created = self
             .client
             .create_multipart_upload()
@@ -137,7 +139,7 @@ impl S3Store {
             .await
             .map_err(|error| classify("CreateMultipartUpload", &content.key, error))?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
-        let result = self.upload_parts(content, source, &upload_id).await;
+        let result = self.upload_parts(content, source, &upload_id, limiter).await;
         if result.is_err() {
             // Best effort: a failed abort only leaves parts that the bucket's lifecycle clears.
             let _ = self
@@ -152,7 +154,13 @@ impl S3Store {
         result
     }
 
-    async fn upload_parts(&self, content: &Content, source: &Path, upload_id: &str) -> Result<(), StoreError> {
+    async fn upload_parts(
+        &self,
+        content: &Content,
+        source: &Path,
+        upload_id: &str,
+        limiter: &RateLimiter,
+    ) -> Result<(), StoreError> {
         let mut file = tokio::fs::File::open(source)
             .await
             .map_err(|error| StoreError::Other(format!("open {}: {error}", source.display())))?;
@@ -160,9 +168,25 @@ impl S3Store {
         let mut parts = Vec::new();
         let mut total = 0u64;
         for part_number in 1.. {
+            // Wait for this part's share of the bandwidth first, then read it: what is sent is
+            // what the file holds when it is sent.
+            limiter
+                .acquire(self.part_size.min(content.size.saturating_sub(total)))
+                .await;
             let chunk = read_chunk(&mut file, self.part_size as usize)
                 .await
                 .map_err(|error| StoreError::Other(format!("read {}: {error}", source.display())))?;
+            if total + chunk.len() as u64 > content.size
+                || (chunk.len() < self.part_size as usize && total + (chunk.len() as u64) < content.size)
+            {
+                // Shorter or longer than what was hashed: it changed during the upload.
+                return Err(StoreError::ContentMismatch(format!(
+                    "{} changed during the upload: part {part_number} ends at byte {} of {}",
+                    source.display(),
+                    total + chunk.len() as u64,
+                    content.size
+                )));
+            }
             if chunk.is_empty() && part_number > 1 {
                 break;
             }

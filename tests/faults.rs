@@ -273,6 +273,10 @@ async fn files_rewritten_while_they_are_uploaded() {
     assert_eq!(code, Some(0));
 }
 
+/// The local store's disk fills up, round after round: each round brings new files, the
+/// store's tmpfs is shrunk to what it holds plus 64 KiB, uploads fail with ENOSPC, then it is
+/// given room again. After each round: catalog == disk, every object re-reads to its key,
+/// no half-written object left in `.incoming`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_store_runs_out_of_disk() {
     if unsafe { libc::geteuid() } != 0 {
@@ -284,16 +288,23 @@ async fn the_local_store_runs_out_of_disk() {
     make_corpus(&tree, 600, &["--large", "0"]);
     let store = work.path().join("store");
     std::fs::create_dir_all(&store).unwrap();
-    let mount = |size: &str| {
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&store)
-            .status()
-            .unwrap();
-        assert!(status.success(), "mount tmpfs");
+    let mount = |options: &str| {
+        let mut command = std::process::Command::new("mount");
+        if options.starts_with("remount") {
+            command.args(["-o", options]);
+        } else {
+            command.args(["-t", "tmpfs", "-o", options, "tmpfs"]);
+        }
+        let status = command.arg(&store).status().unwrap();
+        assert!(status.success(), "mount {options}");
+    };
+    // Bytes the store's filesystem holds now.
+    let used = |store: &Path| {
+        let stat = statvfs_of(store);
+        (stat.0 - stat.1) * stat.2
     };
     // A store far too small for the tree.
-    mount("1m");
+    mount("size=1m");
     let database = Database::create("fault_disk").await;
     let (http, port) = http_section();
     let storage = format!("[storage]\nkind = \"local\"\npath = \"{}\"\n", store.display());
@@ -301,33 +312,53 @@ async fn the_local_store_runs_out_of_disk() {
         &database,
         &storage,
         &[("docs", &tree)],
-        &format!("{http}[upload]\nmax_attempts = 1000\n"),
+        &format!("{http}[upload]\nmax_attempts = 1000\n[watch]\npoll_interval = \"1s\"\ndebounce = \"1s\"\n"),
     );
     let daemon = fms.start_daemon(port, &[], &[]);
-    daemon.wait_until("uploads fail for lack of space", Duration::from_secs(60), || {
-        daemon.log_text().contains("No space left on device")
-    });
-    // More room (a remount keeps the files): everything is stored, nothing half-written.
-    let status = std::process::Command::new("mount")
-        .args(["-o", "remount,size=256m"])
-        .arg(&store)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let disk = settle(&database, &tree, Duration::from_secs(300)).await;
+    let full_events = || daemon.log_text().matches("No space left on device").count();
+    for round in 0..rounds() {
+        if round > 0 {
+            // New contents, and a disk with room for only a few of them.
+            let folder = tree.join(format!("round-{round}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            let room = used(&store) + (64 << 10);
+            mount(&format!("remount,size={room}"));
+            for index in 0..100 {
+                let body = format!("round {round} file {index} ").repeat(2000);
+                std::fs::write(folder.join(format!("plan-{index}.pdf")), body).unwrap();
+            }
+        }
+        let before = if round == 0 { 0 } else { full_events() };
+        daemon.wait_until("uploads fail for lack of space", Duration::from_secs(60), || {
+            full_events() > before
+        });
+        // More room (a remount keeps the files): everything is stored, nothing half-written.
+        mount("remount,size=256m");
+        let disk = settle(&database, &tree, Duration::from_secs(300)).await;
+        let verify = fms.run(&["verify", "--deep", "--json"]);
+        assert_eq!(
+            verify.status.code(),
+            Some(0),
+            "round {round}: {}",
+            String::from_utf8_lossy(&verify.stdout)
+        );
+        assert_eq!(database.live_files("docs").await, disk, "round {round}");
+        let leftovers = std::fs::read_dir(store.join(".incoming"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(leftovers, 0, "round {round}: no half-written object left behind");
+        eprintln!("round {round}: disk full, then room: {} files, all stored", disk.len());
+    }
     let (code, _) = daemon.terminate();
-    assert_eq!(code, Some(0));
-    let verify = fms.run(&["verify", "--deep", "--json"]);
-    let leftovers = std::fs::read_dir(store.join(".incoming"))
-        .map(|d| d.count())
-        .unwrap_or(0);
     let _ = std::process::Command::new("umount").arg(&store).status();
-    assert_eq!(
-        verify.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
-    assert_eq!(database.live_files("docs").await, disk);
-    assert_eq!(leftovers, 0, "no half-written object left behind");
+    assert_eq!(code, Some(0));
+}
+
+/// (blocks, free blocks, fragment size) of the filesystem at `path`.
+fn statvfs_of(path: &Path) -> (u64, u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) }, 0);
+    (stat.f_blocks as u64, stat.f_bfree as u64, stat.f_frsize as u64)
 }

@@ -161,13 +161,8 @@ async fn the_catalog_is_reached_over_verified_tls_or_not_at_all() {
     assert_eq!(code, Some(0), "{stderr}");
 
     // sslmode=require and the CA file: a full scan with uploads.
-    set_database(
-        &fms,
-        &original,
-        &socket_url,
-        &require.replace(&format!(":{password}"), ""),
-        Some(&ca_file),
-    );
+    let daemon_url = require.replace(&format!(":{password}"), "");
+    set_database(&fms, &original, &socket_url, &daemon_url, Some(&ca_file));
     let summary = fms.scan(0);
     let expected = expected_files(&manifest);
     assert_eq!(summary["totals"]["new"], expected.len() as u64);
@@ -202,6 +197,46 @@ async fn the_catalog_is_reached_over_verified_tls_or_not_at_all() {
     let deadline = Instant::now() + Duration::from_secs(20);
     while admin.count("SELECT count(*) FROM upload_queue").await > 0 {
         assert!(Instant::now() < deadline, "not uploaded:\n{}", tail(&daemon.log_text()));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The CA file changed live to a CA that did not sign the server: the actors holding
+    // connections restart for that key and cannot reconnect (the reason says why). The right
+    // CA back: they reconnect and a new file syncs.
+    let restarted_for = |key: &str| {
+        let reason = format!("configuration changed: {key}");
+        ["scanner", "registrar", "uploader"].iter().all(|actor| {
+            daemon
+                .events_named("actor restarted")
+                .iter()
+                .any(|e| e["actor"] == *actor && e["reason"] == reason.as_str())
+        })
+    };
+    set_database(&fms, &original, &socket_url, &daemon_url, Some(&other_ca));
+    daemon.wait_until("restarts for database.ca_file", Duration::from_secs(10), || {
+        restarted_for("database.ca_file")
+    });
+    daemon.wait_until("a failed reconnect naming the CA", Duration::from_secs(20), || {
+        daemon.events_named("actor restarted").iter().any(|e| {
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("UnknownIssuer") && r.contains("database.ca_file"))
+        })
+    });
+    let restarts_before = daemon.events_named("actor restarted").len();
+    set_database(&fms, &original, &socket_url, &daemon_url, Some(&ca_file));
+    daemon.wait_until("restarts after the CA came back", Duration::from_secs(10), || {
+        daemon.events_named("actor restarted").len() > restarts_before
+    });
+    std::fs::write(tree.join("Projekte/after-the-ca-came-back.txt"), b"synced again").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !admin
+        .live_files("docs")
+        .await
+        .contains_key("Projekte/after-the-ca-came-back.txt")
+        || admin.count("SELECT count(*) FROM upload_queue").await > 0
+    {
+        assert!(Instant::now() < deadline, "not synced:\n{}", tail(&daemon.log_text()));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (code, _) = daemon.terminate();

@@ -398,24 +398,17 @@ async fn truncate_during_upload(name: &str, cut: Cut) -> String {
         &format!("[upload]\nbandwidth_limit = 2000000\n[watch]\npoll_interval = \"1s\"\ndebounce = \"1s\"\n{http}"),
     );
     let daemon = fms.start_daemon(port, &[], &[]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let started = async || match cut {
-        Cut::WhileWaiting => {
-            database
-                .count("SELECT count(*) FROM upload_queue WHERE lease_owner IS NOT NULL")
-                .await
-                > 0
-        }
-        Cut::AfterTheFirstPart => garage.requests("UploadPart") >= 1,
-    };
-    while !started().await {
-        assert!(
-            Instant::now() < deadline,
-            "the upload never started\n{}",
-            tail(&daemon.log_text())
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    daemon
+        .wait_for("the upload started", Duration::from_secs(30), async || match cut {
+            Cut::WhileWaiting => {
+                database
+                    .count("SELECT count(*) FROM upload_queue WHERE lease_owner IS NOT NULL")
+                    .await
+                    > 0
+            }
+            Cut::AfterTheFirstPart => garage.requests("UploadPart") >= 1,
+        })
+        .await;
     if cut == Cut::WhileWaiting {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

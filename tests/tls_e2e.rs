@@ -11,7 +11,7 @@ use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A CA, and a server certificate for `localhost` signed by it.
 struct Pki {
@@ -173,15 +173,11 @@ async fn the_catalog_is_reached_over_verified_tls_or_not_at_all() {
     // The daemon: every one of its connections is encrypted, and a new file still syncs.
     let daemon = fms.start_daemon(port, &[], &[]);
     std::fs::write(tree.join("Projekte/over-tls.txt"), b"registered over TLS").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !admin.live_files("docs").await.contains_key("Projekte/over-tls.txt") {
-        assert!(
-            Instant::now() < deadline,
-            "not registered:\n{}",
-            tail(&daemon.log_text())
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    daemon
+        .wait_for("the new file is registered", Duration::from_secs(20), async || {
+            admin.live_files("docs").await.contains_key("Projekte/over-tls.txt")
+        })
+        .await;
     daemon.wait_until("/healthz 200", Duration::from_secs(10), || {
         daemon.http("/healthz").map(|(code, _)| code) == Some(200)
     });
@@ -194,11 +190,11 @@ async fn the_catalog_is_reached_over_verified_tls_or_not_at_all() {
         "scanner, registrar and uploader each hold one: {encrypted}"
     );
     assert_eq!(plain, 0);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while admin.count("SELECT count(*) FROM upload_queue").await > 0 {
-        assert!(Instant::now() < deadline, "not uploaded:\n{}", tail(&daemon.log_text()));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    daemon
+        .wait_for("every content is uploaded", Duration::from_secs(20), async || {
+            admin.count("SELECT count(*) FROM upload_queue").await == 0
+        })
+        .await;
 
     // The CA file changed live to a CA that did not sign the server: the actors holding
     // connections restart for that key and cannot reconnect (the reason says why). The right
@@ -229,16 +225,15 @@ async fn the_catalog_is_reached_over_verified_tls_or_not_at_all() {
         daemon.events_named("actor restarted").len() > restarts_before
     });
     std::fs::write(tree.join("Projekte/after-the-ca-came-back.txt"), b"synced again").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !admin
-        .live_files("docs")
-        .await
-        .contains_key("Projekte/after-the-ca-came-back.txt")
-        || admin.count("SELECT count(*) FROM upload_queue").await > 0
-    {
-        assert!(Instant::now() < deadline, "not synced:\n{}", tail(&daemon.log_text()));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    daemon
+        .wait_for("the new file is synced", Duration::from_secs(60), async || {
+            admin
+                .live_files("docs")
+                .await
+                .contains_key("Projekte/after-the-ca-came-back.txt")
+                && admin.count("SELECT count(*) FROM upload_queue").await == 0
+        })
+        .await;
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
 }

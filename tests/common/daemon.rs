@@ -85,6 +85,19 @@ impl Daemon {
         }
     }
 
+    /// `wait_until` for a condition that queries the catalog (or anything else async).
+    pub async fn wait_for(&self, what: &str, timeout: Duration, mut condition: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !condition().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting until {what}\nlog tail:\n{}",
+                super::tail(&self.log_text())
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// (status, body) of a GET, or None if nothing answers.
     pub fn http(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.port, path)

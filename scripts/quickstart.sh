@@ -3,8 +3,8 @@
 #
 #   scripts/quickstart.sh [FOLDER]
 #
-# Syncs FOLDER (default: a generated sample tree of a NAS document share, made by
-# ../shared/bench/make-corpus.py) into a private PostgreSQL cluster and a local-folder object
+# Syncs FOLDER (default: a generated sample tree of a NAS document share, made by the
+# project's own generator, `fms-corpus` in corpus/) into a private PostgreSQL cluster and a local-folder object
 # store, both kept in .quickstart/, and prints the summary and the catalog's status. Run it
 # again to see a no-change rescan; delete .quickstart/ to start over.
 set -euo pipefail
@@ -15,25 +15,25 @@ mkdir -p "$SERVICES_DIR"
 source scripts/lib/services.sh
 trap stop_services EXIT
 
-if ! pg_bin_dir >/dev/null 2>&1 || ! command -v python3 >/dev/null; then
+if ! pg_bin_dir >/dev/null 2>&1 || ! command -v python3 >/dev/null || ! command -v psql >/dev/null; then
   log "installing PostgreSQL and Python with apt-get"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql python3 >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-client python3 >/dev/null
 fi
+
+log "building filemetasync (release; the first build takes several minutes)"
+cargo build --release --quiet --bin filemetasync --bin fms-corpus
+binary="$repo/target/release/filemetasync"
 
 folder=${1:-}
 if [ -z "$folder" ]; then
   folder="$SERVICES_DIR/sample"
   if [ ! -d "$folder" ]; then
     log "generating a sample NAS tree in $folder"
-    python3 "$repo/../shared/bench/make-corpus.py" "$folder" --files 3000 --large 1 --large-mib 32 \
+    "$repo/target/release/fms-corpus" "$folder" --files 3000 --large 1 --large-mib 32 \
       --manifest "$SERVICES_DIR/sample.manifest.jsonl"
   fi
 fi
 folder=$(cd "$folder" && pwd)
-
-log "building filemetasync (release; the first build takes several minutes)"
-cargo build --release --quiet
-binary="$repo/target/release/filemetasync"
 
 ensure_postgres
 db_url="${FMSTEST_PG_ADMIN_URL%/*}/filemetasync"

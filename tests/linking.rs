@@ -1,5 +1,5 @@
 //! Auto-linking (migrations/0002_linking.sql): the triggers at the SQL level against the real
-//! PostgreSQL, and end to end after a scan of a make-corpus tree.
+//! PostgreSQL, and end to end after a scan of a fms-corpus tree.
 
 mod common;
 
@@ -287,7 +287,7 @@ async fn scan_of_a_corpus_links_every_project_file() {
     assert!(linked > 1400, "most corpus files live under a project: {linked}");
 }
 
-/// What the default rules should give for a make-corpus path, derived independently of SQL.
+/// What the default rules should give for an fms-corpus path, derived independently of SQL.
 fn expected_link(path: &str) -> (Option<String>, Option<String>, Option<i32>) {
     let parts: Vec<&str> = path.split('/').collect();
     if parts.len() < 3 || parts[0] != "Projekte" {

@@ -1,10 +1,11 @@
 //! Test harness for the end-to-end tests: a database of its own per test (on the PostgreSQL
 //! that scripts/test.sh provides), a Garage instance of its own per test (so that its request
-//! counters are this test's alone, and the test may stop it), corpora from make-corpus.py,
+//! counters are this test's alone, and the test may stop it), sample trees from `fms-corpus`,
 //! and the real binary.
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod front;
 
 use fms_actors::store::{ObjectStore, S3Settings, S3Store};
 use std::collections::{BTreeMap, BTreeSet};
@@ -273,6 +274,7 @@ impl Garage {
             multipart_threshold: 5 << 20,
             part_size: 5 << 20,
             ca_pem: None,
+            integrity: Default::default(),
         }))
     }
 
@@ -306,6 +308,24 @@ impl Garage {
             .replace(&self.secret, secret)
     }
 
+    /// Where a front forwards to, with the key it signs with.
+    pub fn upstream(&self) -> front::Upstream {
+        front::Upstream {
+            endpoint: self.endpoint.clone(),
+            region: "garage".into(),
+            key_id: self.key_id.clone(),
+            secret: self.secret.clone(),
+        }
+    }
+
+    /// The `[storage]` section with another endpoint (a front before this Garage).
+    pub fn storage_toml_at(&self, endpoint: &str) -> String {
+        self.storage_toml().replace(
+            &format!("endpoint = \"{}\"", self.endpoint),
+            &format!("endpoint = \"{endpoint}\""),
+        )
+    }
+
     pub fn storage_toml(&self) -> String {
         format!(
             "[storage]\nkind = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"garage\"\n\
@@ -330,39 +350,13 @@ impl Drop for Garage {
     }
 }
 
-/// One line of make-corpus.py's manifest.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct ManifestEntry {
-    pub path: String,
-    pub size: i64,
-    pub sha256: String,
-    pub ignored: bool,
-}
+pub use fms_corpus::ManifestEntry;
 
-/// A tree made by ../shared/bench/make-corpus.py, with its manifest.
+/// A sample NAS tree made by the project's own generator (`corpus/`), with its manifest;
+/// `extra` are `fms-corpus` options (`["--large", "0"]`).
 pub fn make_corpus(out: &Path, files: usize, extra: &[&str]) -> Vec<ManifestEntry> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/make-corpus.py");
-    assert!(
-        script.exists(),
-        "{} is missing (shared/ must sit beside the repository)",
-        script.display()
-    );
-    let manifest = out.with_extension("manifest.jsonl");
-    let status = Command::new("python3")
-        .arg(&script)
-        .arg(out)
-        .args(["--files", &files.to_string(), "--manifest"])
-        .arg(&manifest)
-        .args(extra)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "make-corpus failed");
-    std::fs::read_to_string(&manifest)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    let options = fms_corpus::Options::with_args(out, files, extra).expect("fms-corpus options");
+    fms_corpus::generate(&options).expect("make the sample tree").manifest
 }
 
 /// The expected catalog of a manifest: path -> (size, sha256), ignored entries left out.
@@ -491,6 +485,15 @@ pub fn summary_of(stdout: &str) -> serde_json::Value {
         Some(Ok(value)) => value,
         other => panic!("bad summary ({other:?}):\n{}", &stdout[start..]),
     }
+}
+
+/// The JSON log events with this message in a command's log (its stdout).
+pub fn log_events(log: &[u8], message: &str) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(log)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["msg"] == message)
+        .collect()
 }
 
 pub fn tail(text: &str) -> String {

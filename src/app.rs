@@ -37,6 +37,7 @@ pub fn object_store(config: &Config) -> ObjectStore {
             multipart_threshold,
             part_size,
             ca_file,
+            integrity,
         } => ObjectStore::S3(S3Store::new(&S3Settings {
             bucket: bucket.clone(),
             endpoint: endpoint.clone(),
@@ -48,6 +49,7 @@ pub fn object_store(config: &Config) -> ObjectStore {
             part_size: *part_size,
             // Unreadable now (it was read when the configuration was checked): trust nothing.
             ca_pem: ca_file.as_ref().map(|file| std::fs::read(file).unwrap_or_default()),
+            integrity: *integrity,
         })),
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::catalog::{Catalog, CatalogError, QueueItem, SourceFile};
 use crate::pathenc;
-use crate::store::{Content, ObjectStore, StoreError};
+use crate::store::{Content, Integrity, ObjectStore, StoreError};
 use crate::upload_controls::UploadKnobs;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
@@ -102,6 +102,8 @@ pub enum UploadError {
     Catalog(#[from] CatalogError),
     #[error("object store unreachable: {0}")]
     StoreUnavailable(String),
+    #[error("object store: {0}")]
+    Store(String),
 }
 
 pub struct Uploader {
@@ -152,6 +154,21 @@ impl Uploader {
             counters,
             log,
         }
+    }
+
+    /// Decide how this store's uploads are verified (`storage.integrity`; `auto` probes the
+    /// store), say so in one log event, and record it for `status`. Called before `run`.
+    pub async fn prepare(&self) -> Result<Integrity, UploadError> {
+        let integrity = self.store.prepare_integrity().await.map_err(|error| match error {
+            StoreError::Unavailable(reason) => UploadError::StoreUnavailable(reason),
+            other => UploadError::Store(other.to_string()),
+        })?;
+        info!(self.log, "store integrity"; "store" => self.store.describe(), "mode" => integrity.mode,
+            "checks" => integrity.checks(), "reason" => &integrity.reason);
+        self.catalog
+            .record_store_check(&self.store.describe(), &integrity)
+            .await?;
+        Ok(integrity)
     }
 
     /// Keep `upload.concurrency` transfers in flight, leasing more as slots free up, and

@@ -23,10 +23,49 @@ pub async fn migrate(config: &Config, log: &Logger) -> anyhow::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-/// `filemetasync config check`: the effective configuration, secrets redacted.
+/// `filemetasync config check`: the effective configuration, secrets redacted, then what
+/// follows from it for the store: where requests go and how uploads are verified.
 pub fn config_check(config: &Config) -> anyhow::Result<ExitCode> {
     print!("{}", toml::to_string_pretty(config)?);
+    println!();
+    for line in store_notes(config) {
+        println!("# {line}");
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `config check` says of the store, as comment lines after the configuration.
+fn store_notes(config: &Config) -> Vec<String> {
+    use crate::config::StorageConfig;
+    use fms_actors::store::IntegrityMode;
+    match &config.storage {
+        StorageConfig::Local { path } => vec![
+            format!("objects are written to {}/files/{{sha256}}{{.ext}}", path.display()),
+            "integrity: local (every byte is hashed while it is copied)".into(),
+        ],
+        StorageConfig::S3 {
+            bucket,
+            endpoint,
+            region,
+            path_style,
+            integrity,
+            ..
+        } => {
+            let url = fms_actors::store::request_url(
+                endpoint.as_deref(),
+                region,
+                bucket,
+                *path_style,
+                "files/{sha256}{.ext}",
+            );
+            let integrity = match integrity {
+                IntegrityMode::Auto => "integrity: auto (each uploader start probes the store with a wrong hash under _filemetasync/probe/ and uses what it verifies: the signed payload hash, x-amz-checksum-sha256, or else a read-back of every object; `status` shows the outcome)",
+                IntegrityMode::Server => "integrity: server (each upload is signed with its SHA-256; the store is trusted to check it, nothing is read back)",
+                IntegrityMode::ReadBack => "integrity: read-back (each object is read back and hashed before its content counts as stored)",
+            };
+            vec![format!("requests go to {url}"), integrity.into()]
+        }
+    }
 }
 
 /// `filemetasync hash FILE...`: `sha256  path` lines, as sha256sum prints them.

@@ -131,6 +131,9 @@ async fn scan_all_roots(
 
 /// Upload while the scan runs; afterwards stop (without `--wait`) or drain the queue.
 async fn upload_loop(uploader: Uploader, control: Arc<UploadControl>) -> anyhow::Result<Uploader> {
+    if !control.stop.load(std::sync::atomic::Ordering::SeqCst) {
+        uploader.prepare().await?;
+    }
     uploader.run(&control).await?;
     Ok(uploader)
 }

@@ -54,6 +54,12 @@ pub async fn run(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    for check in &report.store_checks {
+        println!(
+            "store integrity  {} ({}) for {}, decided {} by {}: {}",
+            check.mode, check.checks, check.store, check.decided_at, check.agent, check.reason
+        );
+    }
     for failed in &report.failed_uploads {
         println!(
             "  {} after {} attempts: {}",

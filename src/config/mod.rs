@@ -34,12 +34,17 @@ pub struct DatabaseConfig {
     pub url: String,
     /// PEM file of the CA(s) that sign the server's certificate: TLS, verified against it.
     pub ca_file: Option<PathBuf>,
+    /// PostgreSQL schema of the catalog's tables (created by `migrate`); default: the
+    /// connection's own search path, normally `public`.
+    pub schema: Option<String>,
 }
 
 impl DatabaseConfig {
     /// What the engine connects to.
     pub fn target(&self) -> fms_actors::catalog::Target {
-        fms_actors::catalog::Target::new(self.url.clone()).with_ca_file(self.ca_file.clone())
+        fms_actors::catalog::Target::new(self.url.clone())
+            .with_ca_file(self.ca_file.clone())
+            .with_schema(self.schema.clone())
     }
 }
 
@@ -60,6 +65,8 @@ pub enum StorageConfig {
         part_size: u64,
         /// PEM CA file trusted for an HTTPS endpoint instead of the system's roots.
         ca_file: Option<PathBuf>,
+        /// How each upload is verified: `auto` (probe the store), `server`, `read-back`.
+        integrity: fms_actors::store::IntegrityMode,
     },
     Local {
         path: PathBuf,
@@ -249,9 +256,24 @@ fn read_database(section: &mut Section) -> DatabaseConfig {
     if url.is_none() {
         section.problem("url", "is required (or url_file)");
     }
+    let schema = section.string("schema");
+    if let Some(schema) = &schema {
+        let valid = schema.len() <= 63
+            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            section.problem(
+                "schema",
+                format!("{schema:?} is not a plain schema name: use lowercase letters, digits and _ (at most 63)"),
+            );
+        }
+    }
     DatabaseConfig {
         url: url.unwrap_or_default(),
         ca_file: section.string("ca_file").map(PathBuf::from),
+        schema,
     }
 }
 
@@ -270,6 +292,14 @@ fn read_storage(section: &mut Section) -> StorageConfig {
             }
             // path is a local-store key; tolerate it so one file can switch kinds.
             section.string("path");
+            let integrity = section.string("integrity").unwrap_or_else(|| "auto".into());
+            let integrity = fms_actors::store::IntegrityMode::parse(&integrity).unwrap_or_else(|| {
+                section.problem(
+                    "integrity",
+                    format!("must be \"auto\", \"server\" or \"read-back\", not {integrity:?}"),
+                );
+                Default::default()
+            });
             StorageConfig::S3 {
                 bucket,
                 endpoint: section.string("endpoint"),
@@ -280,11 +310,13 @@ fn read_storage(section: &mut Section) -> StorageConfig {
                 multipart_threshold,
                 part_size,
                 ca_file: section.string("ca_file").map(PathBuf::from),
+                integrity,
             }
         }
         "local" => {
             for key in [
                 "ca_file",
+                "integrity",
                 "bucket",
                 "endpoint",
                 "region",
@@ -400,6 +432,9 @@ fn validate(config: &Config, problems: &mut Vec<Problem>) {
         match fms_actors::catalog::tls::plan(&config.database.target()) {
             Err(problem) => add("database.url".into(), problem),
             Ok(plan) => {
+                if let Some(problem) = fms_actors::catalog::tls::transaction_pooler(&plan.config) {
+                    add("database.url".into(), problem);
+                }
                 // A CA file that cannot be used is a configuration error, not a connection error.
                 if let Some(roots @ fms_actors::catalog::tls::Roots::File(_)) = &plan.tls {
                     if let Err(problem) = fms_actors::catalog::tls::connector(roots) {

@@ -1,6 +1,12 @@
 //! Numbered SQL migrations from `migrations/`, applied in order under a PostgreSQL advisory
 //! lock, so that two agents starting at once do not race; each in its own transaction.
+//!
+//! A database that already has tables of its own is left alone: before the first migration,
+//! tables with our names in the target schema (a Supabase project's `public` holds `files`
+//! and `file_contents` of the system we replace) stop `migrate` with the clash named, and
+//! nothing is changed. `database.schema` puts the catalog in a schema of its own.
 
+use super::{quote_identifier, CatalogError};
 use tokio_postgres::Client;
 
 /// (version, name, SQL), in order. The files are compiled in: the binary carries its schema.
@@ -13,21 +19,48 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "runtime_role",
         include_str!("../../../migrations/0004_runtime_role.sql"),
     ),
+    (
+        5,
+        "store_checks",
+        include_str!("../../../migrations/0005_store_checks.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).
 const MIGRATION_LOCK: i64 = 0x0F11_E5E7_AD07_0001;
 
-/// Apply every migration not yet applied. Returns the versions applied now. A current schema
-/// is left alone without any DDL, so a run-time role without CREATE rights can start.
-pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
+/// Every table the migrations create, for the clash check.
+const OUR_TABLES: &[&str] = &[
+    "schema_migrations",
+    "files",
+    "file_contents",
+    "upload_queue",
+    "file_events",
+    "scans",
+    "agent_processes",
+    "projects",
+    "buildings",
+    "cost_groups",
+    "link_rules",
+    "file_links",
+    "store_checks",
+];
+
+/// Apply every migration not yet applied, in `schema` (created if missing) or the
+/// connection's default one. Returns the versions applied now. A current schema is left alone
+/// without any DDL, so a run-time role without CREATE rights can start.
+pub async fn migrate(client: &mut Client, schema: Option<&str>) -> Result<Vec<i32>, CatalogError> {
     if current_version(client).await? == Some(latest_version()) {
         return Ok(Vec::new());
     }
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await?;
-    let result = apply_missing(client).await;
+    let result = prepare_schema(client, schema).await;
+    let result = match result {
+        Ok(()) => apply_missing(client).await.map_err(CatalogError::from),
+        Err(error) => Err(error),
+    };
     // Unlock even after a failure; the session's end would release it as well.
     let unlock = client
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
@@ -35,6 +68,41 @@ pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Er
     let applied = result?;
     unlock?;
     Ok(applied)
+}
+
+/// Create `schema` if it is missing; before the first migration, refuse a schema that
+/// already holds tables with our names.
+async fn prepare_schema(client: &Client, schema: Option<&str>) -> Result<(), CatalogError> {
+    if let Some(schema) = schema {
+        client
+            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_identifier(schema)))
+            .await?;
+    }
+    if current_version(client).await?.is_some() {
+        return Ok(());
+    }
+    let row = client
+        .query_one(
+            "SELECT current_schema(),
+                    coalesce(array_agg(c.relname::text ORDER BY c.relname)
+                             FILTER (WHERE c.relname IS NOT NULL), '{}')
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = current_schema() AND c.relname = ANY($1)
+                AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+            &[&OUR_TABLES],
+        )
+        .await?;
+    let in_schema: Option<String> = row.get(0);
+    let clashing: Vec<String> = row.get(1);
+    if clashing.is_empty() {
+        return Ok(());
+    }
+    let in_schema = in_schema.unwrap_or_else(|| "public".into());
+    Err(CatalogError::Clash(format!(
+        "schema {in_schema:?} already has tables named {} that FileMetadataSync did not create; nothing was changed: \
+         set database.schema (e.g. \"filemetasync\") to keep the catalog in a schema of its own",
+        clashing.join(", ")
+    )))
 }
 
 async fn apply_missing(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {

@@ -12,7 +12,7 @@ mod verify;
 
 pub use queue::{QueueItem, SourceFile};
 pub use register::{BatchOutcome, Deletion, Move, Registration};
-pub use status::{ProcessStatus, QueueCounts, ScanRecord, StatusReport};
+pub use status::{ProcessStatus, QueueCounts, ScanRecord, StatusReport, StoreCheck};
 pub use tls::Target;
 pub use verify::{StoredContent, VERIFY_PAGE};
 
@@ -31,6 +31,10 @@ pub enum CatalogError {
     /// The catalog writer (the daemon's registrar) could not take the write.
     #[error("catalog unavailable: {0}")]
     Unavailable(String),
+    /// `migrate` found tables of ours in the target schema that are not ours; it changed
+    /// nothing.
+    #[error("{0}")]
+    Clash(String),
 }
 
 impl CatalogError {
@@ -57,6 +61,13 @@ pub struct Catalog {
     /// Key of the session advisory lock that marks this connection's leases as alive.
     lock_key: i64,
     lock_taken: std::sync::atomic::AtomicBool,
+    /// `database.schema`, created by `migrate` when it does not exist.
+    schema: Option<String>,
+}
+
+/// `name` as a PostgreSQL identifier, quoted.
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl Catalog {
@@ -88,8 +99,16 @@ impl Catalog {
                 client
             }
         };
+        if let Some(schema) = &target.schema {
+            // Every statement of ours names its tables unqualified; the search path says
+            // where they are. Set once per session (the transaction pooler is refused).
+            client
+                .batch_execute(&format!("SET search_path TO {}", quote_identifier(schema)))
+                .await?;
+        }
         let worker = format!("{agent}:{}:{:08x}", std::process::id(), rand::random::<u32>());
         Ok(Catalog {
+            schema: target.schema.clone(),
             client,
             agent: agent.to_owned(),
             worker,
@@ -121,7 +140,7 @@ impl Catalog {
     }
 
     pub async fn migrate(&mut self) -> Result<Vec<i32>, CatalogError> {
-        Ok(migrate::migrate(&mut self.client).await?)
+        migrate::migrate(&mut self.client, self.schema.as_deref()).await
     }
 
     pub async fn schema_version(&self) -> Result<i32, CatalogError> {

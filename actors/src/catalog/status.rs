@@ -23,6 +23,17 @@ pub struct QueueCounts {
     pub failed: i64,
 }
 
+/// How uploads to one store are verified, as last decided (`store_checks`).
+#[derive(Clone, Debug, Serialize)]
+pub struct StoreCheck {
+    pub store: String,
+    pub mode: String,
+    pub checks: String,
+    pub reason: String,
+    pub agent: String,
+    pub decided_at: String,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct FailedUpload {
     pub sha256: String,
@@ -54,6 +65,8 @@ pub struct StatusReport {
     pub last_scans: Vec<LastScan>,
     /// Daemons that reported in the last day, newest heartbeat first.
     pub processes: Vec<ProcessStatus>,
+    /// How uploads to each store are verified (newest first).
+    pub store_checks: Vec<StoreCheck>,
 }
 
 /// A daemon whose heartbeat is older than this is shown as not responding (it writes one
@@ -146,6 +159,30 @@ impl Catalog {
         })
     }
 
+    /// Record how uploads to `store` are verified (when an uploader starts).
+    pub async fn record_store_check(
+        &self,
+        store: &str,
+        integrity: &crate::store::Integrity,
+    ) -> Result<(), CatalogError> {
+        self.client
+            .execute(
+                "INSERT INTO store_checks (store, mode, checks, reason, agent) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (store) DO UPDATE
+                    SET mode = EXCLUDED.mode, checks = EXCLUDED.checks, reason = EXCLUDED.reason,
+                        agent = EXCLUDED.agent, decided_at = now()",
+                &[
+                    &store,
+                    &integrity.mode,
+                    &integrity.checks(),
+                    &integrity.reason,
+                    &self.agent,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Record this process and its actors (every few seconds while the daemon runs).
     pub async fn heartbeat(&self, role: &str, actors: &serde_json::Value, stopped: bool) -> Result<(), CatalogError> {
         self.client
@@ -210,7 +247,26 @@ impl Catalog {
                 &[],
             )
             .await?;
+        let store_checks = self
+            .client
+            .query(
+                "SELECT store, mode, checks, reason, agent, decided_at::text FROM store_checks
+                  ORDER BY decided_at DESC LIMIT 10",
+                &[],
+            )
+            .await?;
         Ok(StatusReport {
+            store_checks: store_checks
+                .iter()
+                .map(|row| StoreCheck {
+                    store: row.get(0),
+                    mode: row.get(1),
+                    checks: row.get(2),
+                    reason: row.get(3),
+                    agent: row.get(4),
+                    decided_at: row.get(5),
+                })
+                .collect(),
             processes: processes
                 .iter()
                 .map(|row| {

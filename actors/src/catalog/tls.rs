@@ -25,6 +25,9 @@ use tokio_postgres::config::SslMode;
 pub struct Target {
     pub url: String,
     pub ca_file: Option<PathBuf>,
+    /// The PostgreSQL schema the catalog lives in (`database.schema`); `None`: the
+    /// connection's default search path (normally `public`).
+    pub schema: Option<String>,
 }
 
 impl Target {
@@ -32,7 +35,13 @@ impl Target {
         Target {
             url: url.into(),
             ca_file: None,
+            schema: None,
         }
+    }
+
+    pub fn with_schema(mut self, schema: Option<String>) -> Target {
+        self.schema = schema;
+        self
     }
 
     pub fn with_ca_file(mut self, ca_file: Option<PathBuf>) -> Target {
@@ -60,6 +69,23 @@ pub struct Plan {
     pub config: tokio_postgres::Config,
     /// `None`: plain TCP.
     pub tls: Option<Roots>,
+}
+
+/// Supabase's transaction pooler (Supavisor on port 6543) hands each transaction to another
+/// server connection: session settings, advisory locks (migrations, upload leases) and
+/// prepared statements do not survive, so the catalog cannot work through it.
+pub fn transaction_pooler(config: &tokio_postgres::Config) -> Option<String> {
+    let pooler_host = config.get_hosts().iter().any(|host| match host {
+        tokio_postgres::config::Host::Tcp(name) => name.ends_with(".pooler.supabase.com"),
+        _ => false,
+    });
+    let port_6543 = config.get_ports().contains(&6543);
+    (pooler_host && port_6543).then(|| {
+        "points at Supabase's transaction pooler (port 6543), which cannot hold advisory locks, \
+         session settings or prepared statements: use the session pooler (same host, port 5432) \
+         or the direct connection (db.<project>.supabase.co:5432)"
+            .to_owned()
+    })
 }
 
 /// The TLS options of libpq that tokio-postgres does not parse.

@@ -73,7 +73,9 @@ impl UploaderActor {
                 Ok(()) if actor.stopping => actor.guard.stop_cleanly(),
                 Ok(()) => actor.guard.fail("the upload loop ended on its own"),
                 Err(UploadError::Catalog(error)) => actor.guard.fail(format!("catalog: {}", error.detail())),
-                Err(error @ UploadError::StoreUnavailable(_)) => actor.guard.fail(error.to_string()),
+                Err(error @ (UploadError::StoreUnavailable(_) | UploadError::Store(_))) => {
+                    actor.guard.fail(error.to_string())
+                }
             }
             ctx.stop();
         }));
@@ -94,15 +96,17 @@ impl Actor for UploaderActor {
                 let catalog = Catalog::open(&settings.database, &settings.agent)
                     .await
                     .map_err(|error| format!("catalog: {}", error.detail()))?;
-                settings.store.probe().await.map_err(|error| error.to_string())?;
-                Ok::<_, String>(Uploader::new(
+                let uploader = Uploader::new(
                     catalog,
                     settings.store.clone(),
                     settings.roots.clone(),
                     settings.upload.clone(),
                     counters,
                     log,
-                ))
+                );
+                // Reaches the store and decides how its uploads are verified.
+                uploader.prepare().await.map_err(|error| error.to_string())?;
+                Ok::<_, String>(uploader)
             }
             .into_actor(self)
             .map(|result, actor, ctx| match result {

@@ -1,14 +1,17 @@
 //! The object store: where each distinct content is stored once, under its key
 //! (`crate::key`). Two backends with one interface: S3-compatible and a local folder.
 //!
-//! A backend never stores bytes whose SHA-256 differs from the registered one: S3 servers
-//! check the `x-amz-checksum-sha256` we send, the local backend hashes while it copies.
+//! A backend never stores bytes whose SHA-256 differs from the registered one: an S3 store
+//! checks the hash we send in the form it verifies, or the object is read back and hashed
+//! (see [`integrity`]); the local backend hashes while it copies.
 
+pub mod integrity;
 mod local;
 mod s3;
 
+pub use integrity::{Integrity, IntegrityMode};
 pub use local::LocalStore;
-pub use s3::{S3Settings, S3Store};
+pub use s3::{request_url, sdk_endpoint, S3Settings, S3Store};
 
 use std::path::Path;
 
@@ -106,9 +109,13 @@ impl ObjectStore {
         }
     }
 
-    /// Whether the store answers at all (a HEAD of a key that is never written).
-    pub async fn probe(&self) -> Result<(), StoreError> {
-        self.head("files/.filemetasync-probe").await.map(|_| ())
+    /// Decide how uploads are verified on this store (`storage.integrity`; `auto` probes
+    /// it). Called when an uploader starts.
+    pub async fn prepare_integrity(&self) -> Result<Integrity, StoreError> {
+        match self {
+            ObjectStore::S3(store) => store.prepare_integrity().await,
+            ObjectStore::Local(_) => Ok(Integrity::local()),
+        }
     }
 
     /// A short description for logs and `status` (never credentials).

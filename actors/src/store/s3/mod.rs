@@ -1,23 +1,34 @@
-//! The S3-compatible backend (AWS, Garage, MinIO, Supabase Storage).
+//! The S3-compatible backend (AWS, Garage, MinIO, Supabase Storage, B2, R2, ...).
 //!
-//! Every upload carries the registered SHA-256 as `x-amz-checksum-sha256`, so the server
-//! rejects bytes that changed after hashing. The SDK's own checksum calculation is set to
-//! "when required": its default CRC32 trailers break several S3-compatible servers. Large
-//! files go in parts, each with its own SHA-256; the whole-file hash is checked before the
-//! upload is completed, and the upload is aborted if it does not match.
+//! Every upload carries the registered SHA-256 in the form the store verifies (see
+//! [`super::integrity`]): as the signed payload hash (`x-amz-content-sha256`, the hash we
+//! already know, so nothing is hashed twice), as `x-amz-checksum-sha256`, or, where the
+//! store verifies neither, the object is read back and hashed before it counts as stored.
+//! The SDK's own checksum calculation is set to "when required": its default CRC32 trailers
+//! break several S3-compatible servers. Large files go in parts, each with its own SHA-256;
+//! the whole-file hash is checked before the upload is completed, and the upload is aborted
+//! if it does not match.
 
+mod errors;
+mod probe;
+mod sign;
+
+use super::integrity::{Integrity, IntegrityMode};
 use super::{Content, StoreError};
 use crate::upload_controls::RateLimiter;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use base64::Engine;
+use errors::classify;
 use sha2::{Digest, Sha256};
+use sign::SignPayloadAs;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use tokio::io::AsyncReadExt;
 
 /// Connection settings, from the `[storage]` section.
@@ -35,6 +46,8 @@ pub struct S3Settings {
     /// PEM CA certificate(s) that alone are trusted for an HTTPS endpoint (a private CA);
     /// `None`: the system's roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// `storage.integrity`.
+    pub integrity: IntegrityMode,
 }
 
 #[derive(Clone, Debug)]
@@ -44,6 +57,39 @@ pub struct S3Store {
     endpoint: String,
     multipart_threshold: u64,
     part_size: u64,
+    mode: IntegrityMode,
+    /// The checks in force; `auto` sets them from its probe (shared by every clone).
+    integrity: Arc<RwLock<Integrity>>,
+}
+
+/// The endpoint as the SDK must be given it: one with a path (Supabase's
+/// `https://<project>.storage.supabase.co/storage/v1/s3`) needs a trailing slash, or the SDK
+/// joins the path and the bucket without one (`/storage/v1/s3<bucket>/…`, aws-sdk-rust
+/// issue 1387) and every request is a 404.
+pub fn sdk_endpoint(endpoint: &str) -> String {
+    let trimmed = endpoint.trim();
+    let after_scheme = trimmed.split_once("://").map(|(_, rest)| rest).unwrap_or(trimmed);
+    match after_scheme.split_once('/') {
+        Some((_, path)) if !path.is_empty() && !path.ends_with('/') => format!("{trimmed}/"),
+        _ => trimmed.to_owned(),
+    }
+}
+
+/// Where requests for `key` go (for `config check` and logs): path style puts the bucket in
+/// the path, virtual-host style in the host name.
+pub fn request_url(endpoint: Option<&str>, region: &str, bucket: &str, path_style: bool, key: &str) -> String {
+    let base = match endpoint {
+        Some(endpoint) => sdk_endpoint(endpoint),
+        None => format!("https://s3.{region}.amazonaws.com/"),
+    };
+    let base = base.trim_end_matches('/');
+    if path_style {
+        return format!("{base}/{bucket}/{key}");
+    }
+    match base.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{bucket}.{rest}/{key}"),
+        None => format!("{bucket}.{base}/{key}"),
+    }
 }
 
 impl S3Store {
@@ -81,7 +127,7 @@ impl S3Store {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(endpoint) = &settings.endpoint {
-            builder = builder.endpoint_url(endpoint);
+            builder = builder.endpoint_url(sdk_endpoint(endpoint));
         }
         S3Store {
             client: Client::from_conf(builder.build()),
@@ -89,11 +135,29 @@ impl S3Store {
             endpoint: settings.endpoint.clone().unwrap_or_else(|| "AWS".into()),
             multipart_threshold: settings.multipart_threshold,
             part_size: settings.part_size.max(5 << 20),
+            mode: settings.integrity,
+            integrity: Arc::new(RwLock::new(Integrity::configured(settings.integrity))),
         }
     }
 
     pub fn describe(&self) -> String {
         format!("s3 bucket {} at {}", self.bucket, self.endpoint)
+    }
+
+    /// The checks in force now.
+    pub fn integrity(&self) -> Integrity {
+        self.integrity.read().expect("integrity lock").clone()
+    }
+
+    /// Decide the checks: `auto` probes the store (see [`probe`]); the other modes are what
+    /// they say. Called when an uploader starts, so a changed store is probed again.
+    pub async fn prepare_integrity(&self) -> Result<Integrity, StoreError> {
+        let integrity = match self.mode {
+            IntegrityMode::Auto => self.probe_integrity().await?,
+            mode => Integrity::configured(mode),
+        };
+        *self.integrity.write().expect("integrity lock") = integrity.clone();
+        Ok(integrity)
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
@@ -106,40 +170,83 @@ impl S3Store {
     }
 
     pub async fn put_file(&self, content: &Content, source: &Path, limiter: &RateLimiter) -> Result<(), StoreError> {
+        let integrity = self.integrity();
         if content.size >= self.multipart_threshold {
-            return self.put_multipart(content, source, limiter).await;
+            self.put_multipart(content, source, limiter, &integrity).await?;
+        } else {
+            limiter.acquire(content.size).await;
+            let body = small_file_body(source, content.size).await?;
+            let mut request = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&content.key)
+                .content_length(content.size as i64)
+                .body(body);
+            if integrity.checksum_header {
+                request = request.checksum_sha256(hex_to_base64(&content.sha256));
+            }
+            // The registered hash is the payload hash: the body is not hashed a second time
+            // for the signature, and a store that checks SigV4 payloads rejects changed bytes.
+            let request = request.customize();
+            let request = if integrity.signed_payload {
+                request.interceptor(SignPayloadAs::new(&content.sha256))
+            } else {
+                request.disable_payload_signing()
+            };
+            request
+                .send()
+                .await
+                .map_err(|error| classify("PUT", &content.key, error))?;
         }
-        limiter.acquire(content.size).await;
-        let body = small_file_body(source, content.size).await?;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&content.key)
-            .content_length(content.size as i64)
-            .checksum_sha256(hex_to_base64(&content.sha256))
-            .body(body)
-            // The body is not hashed a second time for the signature: the signed
-            // x-amz-checksum-sha256 header already makes the server verify every byte.
-            .customize()
-            .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|error| classify("PUT", &content.key, error))?;
+        if integrity.read_back {
+            self.check_read_back(content).await?;
+        }
         Ok(())
     }
 
-    async fn put_multipart(&self, content: &Content, source: &Path, limiter: &RateLimiter) -> Result<(), StoreError> {
-        let created = self
+    /// Read the stored object back and hash it; a wrong one is deleted, so that the retry
+    /// that follows is not skipped as already stored.
+    async fn check_read_back(&self, content: &Content) -> Result<(), StoreError> {
+        let stored = self.read_digest(&content.key).await?;
+        if stored.as_ref() == Some(&(content.sha256.clone(), content.size)) {
+            return Ok(());
+        }
+        let found = match &stored {
+            Some((sha256, size)) => format!("{size} bytes with SHA-256 {sha256}"),
+            None => "no object".into(),
+        };
+        let deleted = match self.delete(&content.key).await {
+            Ok(()) => "deleted it",
+            Err(_) => "could not delete it",
+        };
+        Err(StoreError::Other(format!(
+            "read back {}: the store holds {found}, not the {} bytes with SHA-256 {} that were sent; {deleted}, the upload is retried",
+            content.key, content.size, content.sha256
+        )))
+    }
+
+    async fn put_multipart(
+        &self,
+        content: &Content,
+        source: &Path,
+        limiter: &RateLimiter,
+        integrity: &Integrity,
+    ) -> Result<(), StoreError> {
+        let mut request = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
-            .key(&content.key)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .key(&content.key);
+        if integrity.checksum_header {
+            request = request.checksum_algorithm(ChecksumAlgorithm::Sha256);
+        }
+        let created = request
             .send()
             .await
             .map_err(|error| classify("CreateMultipartUpload", &content.key, error))?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
-        let result = self.upload_parts(content, source, &upload_id, limiter).await;
+        let result = self.upload_parts(content, source, &upload_id, limiter, integrity).await;
         if result.is_err() {
             // Best effort: a failed abort only leaves parts that the bucket's lifecycle clears.
             let _ = self
@@ -160,6 +267,7 @@ impl S3Store {
         source: &Path,
         upload_id: &str,
         limiter: &RateLimiter,
+        integrity: &Integrity,
     ) -> Result<(), StoreError> {
         let mut file = tokio::fs::File::open(source)
             .await
@@ -192,29 +300,10 @@ impl S3Store {
             }
             whole.update(&chunk);
             total += chunk.len() as u64;
-            let part_sha = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&chunk));
-            let uploaded = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(&content.key)
-                .upload_id(upload_id)
-                .part_number(part_number)
-                .content_length(chunk.len() as i64)
-                .checksum_sha256(&part_sha)
-                .body(ByteStream::from(chunk))
-                .customize()
-                .disable_payload_signing()
-                .send()
-                .await
-                .map_err(|error| classify("UploadPart", &content.key, error))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(part_number)
-                    .set_e_tag(uploaded.e_tag().map(str::to_owned))
-                    .checksum_sha256(part_sha)
-                    .build(),
-            );
+            let part = self
+                .upload_part(content, upload_id, part_number, chunk, integrity)
+                .await?;
+            parts.push(part);
         }
         let sha256 = hex::encode(whole.finalize());
         if sha256 != content.sha256 || total != content.size {
@@ -235,6 +324,47 @@ impl S3Store {
         Ok(())
     }
 
+    /// One part, signed with (or carrying) its own SHA-256 as the store verifies it.
+    async fn upload_part(
+        &self,
+        content: &Content,
+        upload_id: &str,
+        part_number: i32,
+        chunk: Vec<u8>,
+        integrity: &Integrity,
+    ) -> Result<CompletedPart, StoreError> {
+        let needs_digest = integrity.signed_payload || integrity.checksum_header;
+        let digest = needs_digest.then(|| Sha256::digest(&chunk));
+        let mut request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(&content.key)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .content_length(chunk.len() as i64);
+        let part_base64 = digest
+            .filter(|_| integrity.checksum_header)
+            .map(|digest| base64::engine::general_purpose::STANDARD.encode(digest));
+        if let Some(part_base64) = &part_base64 {
+            request = request.checksum_sha256(part_base64);
+        }
+        let request = request.body(ByteStream::from(chunk)).customize();
+        let request = match digest.filter(|_| integrity.signed_payload) {
+            Some(digest) => request.interceptor(SignPayloadAs::new(&hex::encode(digest))),
+            None => request.disable_payload_signing(),
+        };
+        let uploaded = request
+            .send()
+            .await
+            .map_err(|error| classify("UploadPart", &content.key, error))?;
+        Ok(CompletedPart::builder()
+            .part_number(part_number)
+            .set_e_tag(uploaded.e_tag().map(str::to_owned))
+            .set_checksum_sha256(part_base64)
+            .build())
+    }
+
     pub async fn read_digest(&self, key: &str) -> Result<Option<(String, u64)>, StoreError> {
         let result = self.client.get_object().bucket(&self.bucket).key(key).send().await;
         let output = match result {
@@ -248,7 +378,7 @@ impl S3Store {
         while let Some(chunk) = body
             .try_next()
             .await
-            .map_err(|error| StoreError::Other(format!("GET {key}: {error}")))?
+            .map_err(|error| StoreError::Other(format!("GET {key}: the transfer broke off: {error}")))?
         {
             hasher.update(&chunk);
             total += chunk.len() as u64;
@@ -325,35 +455,4 @@ async fn read_chunk(file: &mut tokio::fs::File, size: usize) -> std::io::Result<
 fn hex_to_base64(sha256_hex: &str) -> String {
     let raw = hex::decode(sha256_hex).unwrap_or_default();
     base64::engine::general_purpose::STANDARD.encode(raw)
-}
-
-/// Split an SDK error into "the bytes are not the registered content" and everything else.
-fn classify<E, R>(operation: &str, key: &str, error: SdkError<E, R>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    let code = error.as_service_error().and_then(|e| e.code()).unwrap_or("").to_owned();
-    let text = format!("{operation} {key}: {}", DisplayErrorContext(&error));
-    let mismatch = matches!(
-        code.as_str(),
-        "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch"
-    ) || text.contains("checksum")
-        && (text.contains("mismatch") || text.contains("did not match") || text.contains("BadDigest"));
-    // No answer at all, or the server says it cannot serve now: the store is down, not
-    // this content; the uploader waits for it instead of spending the item's attempts.
-    let unreachable =
-        matches!(error, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) || code == "ServiceUnavailable";
-    let text = if text.contains("invalid peer certificate") || text.contains("UnknownIssuer") {
-        format!("{text} (the endpoint's TLS certificate is not trusted: set storage.ca_file to the CA that signs it, and use the host name it lists)")
-    } else {
-        text
-    };
-    if mismatch {
-        StoreError::ContentMismatch(text)
-    } else if unreachable {
-        StoreError::Unavailable(text)
-    } else {
-        StoreError::Other(text)
-    }
 }

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Run every test of FileMetadataSync against a real PostgreSQL and a real Garage.
+# Run every test of FileMetadataSync against a real PostgreSQL, a real Garage and, for the
+# core end-to-end tests, a second S3 implementation (s3s-fs).
 #
 #   scripts/test.sh [nextest arguments...]
 #
 # Uses the PostgreSQL on 127.0.0.1:5432 when it answers, else starts a throwaway cluster from
 # the installed server binaries (installing them with apt-get if they are missing). Installs
-# Garage with `cargo install garage --locked` if it is missing (once; several minutes). Each
-# end-to-end test starts its own Garage on loopback with a throwaway directory. Everything
-# started here is stopped on exit.
+# Garage with `cargo install garage --locked` and s3s-fs likewise if they are missing (once;
+# several minutes). Each end-to-end test starts its own Garage (or s3s-fs) on loopback with a
+# throwaway directory. Everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/services.sh
@@ -39,6 +40,7 @@ ensure_tools() {
 ensure_tools
 ensure_postgres
 ensure_garage_binary
+ensure_s3s_fs_binary
 export PATH="$HOME/.cargo/bin:$PATH"
 
 log "hadolint docker/Dockerfile; docker-compose config on the compose files"

@@ -72,6 +72,18 @@ ensure_garage_binary() {
   fi
 }
 
+# s3s-fs: a second S3 implementation, independent of Garage (the s3s protocol crate over a
+# folder; about 4 minutes to build on two cores), for the core end-to-end tests. 0.14.1 is
+# the newest release that builds with the Rust on these machines.
+ensure_s3s_fs_binary() {
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! command -v s3s-fs >/dev/null; then
+    log "installing s3s-fs (cargo install s3s-fs --features binary); this takes a few minutes once"
+    cargo install s3s-fs --version 0.14.1 --features binary --locked >"$SERVICES_DIR/s3s-fs-install.log" 2>&1 \
+      || { tail -30 "$SERVICES_DIR/s3s-fs-install.log" >&2; return 1; }
+  fi
+}
+
 start_garage() {
   ensure_garage_binary || return 1
   local dir="$SERVICES_DIR/garage" s3_port rpc_port admin_port

@@ -13,10 +13,15 @@ use std::process::ExitCode;
 /// `filemetasync migrate`: bring the catalog schema up to date.
 pub async fn migrate(config: &Config, log: &Logger) -> anyhow::Result<ExitCode> {
     let mut catalog = fms_actors::catalog::Catalog::connect(&config.database.target(), &config.agent).await?;
-    let applied = catalog
-        .migrate()
-        .await
-        .map_err(|error| anyhow::anyhow!("migration failed: {}", error.detail()))?;
+    let applied = match catalog.migrate().await {
+        Ok(applied) => applied,
+        // Tables of someone else's where ours would go: a matter of configuration.
+        Err(fms_actors::catalog::CatalogError::Clash(message)) => {
+            eprintln!("filemetasync: {message}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(error) => anyhow::bail!("migration failed: {}", error.detail()),
+    };
     let version = catalog.schema_version().await?;
     info!(log, "migrations applied"; "applied" => format!("{applied:?}"), "version" => version);
     println!("schema at version {version} (applied now: {applied:?})");

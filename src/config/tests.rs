@@ -274,3 +274,50 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn supabase_s_transaction_pooler_schema_names_and_integrity_modes_are_checked() {
+    let pooler = GOOD.replace(
+        "postgres://fms:hunter2@db:5432/fms",
+        "postgres://postgres.abcdefgh:pw@aws-0-eu-central-1.pooler.supabase.com:6543/postgres",
+    );
+    let errors = load_from_str(&pooler, no_env()).unwrap_err();
+    assert_eq!(errors.0.len(), 1);
+    assert_eq!(errors.0[0].key, "database.url");
+    assert!(errors.0[0].message.contains("transaction pooler (port 6543)"));
+    assert!(errors.0[0].message.contains("session pooler"));
+    // The session pooler (port 5432 on the same host) is fine.
+    let session = pooler.replace(":6543/", ":5432/");
+    assert!(load_from_str(&session, no_env()).is_ok());
+
+    let schema = GOOD.replace("[database]\n", "[database]\nschema = \"filemetasync\"\n");
+    let config = load_from_str(&schema, no_env()).unwrap();
+    assert_eq!(config.database.schema.as_deref(), Some("filemetasync"));
+    assert_eq!(config.database.target().schema.as_deref(), Some("filemetasync"));
+    let bad_schema = GOOD.replace("[database]\n", "[database]\nschema = \"Robert'); DROP\"\n");
+    assert_eq!(
+        keys(load_from_str(&bad_schema, no_env()).unwrap_err()),
+        vec!["database.schema"]
+    );
+
+    let default = load_from_str(GOOD, no_env()).unwrap();
+    assert!(matches!(
+        default.storage,
+        StorageConfig::S3 {
+            integrity: fms_actors::store::IntegrityMode::Auto,
+            ..
+        }
+    ));
+    let read_back = GOOD.replace("[storage]\n", "[storage]\nintegrity = \"read-back\"\n");
+    assert!(matches!(
+        load_from_str(&read_back, no_env()).unwrap().storage,
+        StorageConfig::S3 {
+            integrity: fms_actors::store::IntegrityMode::ReadBack,
+            ..
+        }
+    ));
+    let wrong = GOOD.replace("[storage]\n", "[storage]\nintegrity = \"none\"\n");
+    let errors = load_from_str(&wrong, no_env()).unwrap_err();
+    assert_eq!(errors.0[0].key, "storage.integrity");
+    assert!(errors.0[0].message.contains("\"auto\", \"server\" or \"read-back\""));
+}

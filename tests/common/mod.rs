@@ -109,7 +109,12 @@ pub struct Garage {
 }
 
 fn garage_command() -> Command {
-    let mut command = Command::new("garage");
+    installed_command("garage")
+}
+
+/// A program that `cargo install` put in ~/.cargo/bin (Garage, s3s-fs).
+fn installed_command(program: &str) -> Command {
+    let mut command = Command::new(program);
     let home = std::env::var("HOME").unwrap_or_default();
     let path = std::env::var("PATH").unwrap_or_default();
     command.env("PATH", format!("{home}/.cargo/bin:{path}"));
@@ -332,6 +337,88 @@ impl Garage {
              access_key_id = \"{}\"\nsecret_access_key = \"{}\"\nmultipart_threshold = \"5MiB\"\npart_size = \"5MiB\"\n",
             self.bucket, self.endpoint, self.key_id, self.secret
         )
+    }
+}
+
+/// s3s-fs, a second S3 implementation independent of Garage (the s3s protocol crate over a
+/// folder), on loopback with a folder of this test's own and one bucket.
+pub struct S3sFs {
+    dir: tempfile::TempDir,
+    child: Child,
+    pub endpoint: String,
+    pub key_id: String,
+    pub secret: String,
+}
+
+impl S3sFs {
+    pub fn start() -> S3sFs {
+        let dir = tempfile::tempdir().unwrap();
+        // A bucket is a folder under the root.
+        std::fs::create_dir_all(dir.path().join("data/fms")).unwrap();
+        let port = free_port();
+        let (key_id, secret) = (format!("AK{}", hex(8)), hex(20));
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = installed_command("s3s-fs")
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--access-key", &key_id, "--secret-key", &secret])
+            .arg(dir.path().join("data"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start s3s-fs (installed by scripts/test.sh)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "s3s-fs did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        S3sFs {
+            dir,
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            key_id,
+            secret,
+        }
+    }
+
+    pub fn storage_toml(&self) -> String {
+        format!(
+            "[storage]\nkind = \"s3\"\nbucket = \"fms\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"{}\"\nsecret_access_key = \"{}\"\nmultipart_threshold = \"5MiB\"\npart_size = \"5MiB\"\n",
+            self.endpoint, self.key_id, self.secret
+        )
+    }
+
+    pub fn store(&self) -> ObjectStore {
+        ObjectStore::S3(S3Store::new(&S3Settings {
+            bucket: "fms".into(),
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key_id: self.key_id.clone(),
+            secret_access_key: self.secret.clone(),
+            multipart_threshold: 5 << 20,
+            part_size: 5 << 20,
+            ca_pem: None,
+            integrity: Default::default(),
+        }))
+    }
+
+    /// Objects as files in its folder, outside `files/` too (probe leftovers would show).
+    pub fn stored_paths(&self) -> Vec<String> {
+        let base = self.dir.path().join("data/fms");
+        walkdir::WalkDir::new(&base)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|entry| entry.file_type().is_file())
+            .map(|entry| entry.path().strip_prefix(&base).unwrap().display().to_string())
+            .collect()
+    }
+}
+
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -400,16 +400,21 @@ impl S3Store {
     }
 
     pub async fn list_keys(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.list_prefix("files/").await
+    }
+
+    /// Every object whose key starts with `prefix` ("" for the whole bucket), with its size.
+    pub async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
         let mut keys = Vec::new();
         let mut pages = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
-            .prefix("files/")
+            .prefix(prefix)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|error| classify("LIST", "files/", error))?;
+            let page = page.map_err(|error| classify("LIST", prefix, error))?;
             for object in page.contents() {
                 let size = object.size().unwrap_or(0).max(0) as u64;
                 keys.push((object.key().unwrap_or_default().to_owned(), size));

@@ -8,7 +8,10 @@ use super::sign::SignPayloadAs;
 use super::{hex_to_base64, S3Store};
 use crate::store::integrity::{decide, Integrity, ProbeAnswer, PROBE_PREFIX};
 use crate::store::StoreError;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use sha2::{Digest, Sha256};
 
 const PROBE_BODY: &[u8] = b"filemetasync integrity probe: these bytes do not match the hash sent with them\n";
@@ -26,38 +29,26 @@ impl S3Store {
         Ok(decide(payload, checksum))
     }
 
+    /// One probe; its object is deleted whatever the answer (some stores keep the bytes of a
+    /// PUT they answered with an error).
     async fn probe(&self, kind: ProbeKind) -> Result<ProbeAnswer, StoreError> {
         let name = match kind {
             ProbeKind::PayloadHash => "payload-hash",
             ProbeKind::ChecksumHeader => "checksum-header",
         };
         let key = format!("{PROBE_PREFIX}{name}-{:016x}", rand::random::<u64>());
+        let answer = self.probe_at(kind, &key).await;
+        let deleted = self.delete(&key).await;
+        let answer = answer?;
+        deleted?;
+        Ok(answer)
+    }
+
+    async fn probe_at(&self, kind: ProbeKind, key: &str) -> Result<ProbeAnswer, StoreError> {
         let wrong = hex::encode(Sha256::digest(b"not the probe's bytes"));
-        let request = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .content_length(PROBE_BODY.len() as i64)
-            .body(ByteStream::from_static(PROBE_BODY));
-        let result = match kind {
-            ProbeKind::PayloadHash => request.customize().interceptor(SignPayloadAs::new(&wrong)).send().await,
-            ProbeKind::ChecksumHeader => {
-                request
-                    .checksum_sha256(hex_to_base64(&wrong))
-                    .customize()
-                    .disable_payload_signing()
-                    .send()
-                    .await
-            }
-        };
-        let error = match result {
-            Ok(_) => {
-                // Stored with a wrong hash: the store checks nothing of this kind. The probe
-                // object goes again at once.
-                self.delete(&key).await?;
-                return Ok(ProbeAnswer::Accepted);
-            }
+        let error = match self.put_probe(kind, key, &wrong).await {
+            // Stored with a wrong hash: the store checks nothing of this kind.
+            Ok(()) => return Ok(ProbeAnswer::Accepted),
             Err(error) => error,
         };
         let answer = Answer::of(&error);
@@ -67,7 +58,50 @@ impl S3Store {
         if answer.is_digest_mismatch() {
             return Ok(ProbeAnswer::Rejected);
         }
+        if matches!(answer.status, Some(500..=599)) {
+            // Some stores answer a hash mismatch with a server error (s3s-fs 0.14: 500
+            // InternalError). The same PUT with the right hash tells a rejection from a store
+            // in trouble.
+            let right = hex::encode(Sha256::digest(PROBE_BODY));
+            if self.put_probe(kind, key, &right).await.is_ok() {
+                return Ok(ProbeAnswer::Rejected);
+            }
+        }
         // Anything else (keys, bucket, network) is the store's problem, not an answer.
-        Err(classify("PUT (integrity probe)", &key, error))
+        Err(classify("PUT (integrity probe)", key, error))
+    }
+
+    /// The probe's bytes under `key`, with `sha256_hex` sent as the hash of this kind.
+    async fn put_probe(
+        &self,
+        kind: ProbeKind,
+        key: &str,
+        sha256_hex: &str,
+    ) -> Result<(), SdkError<PutObjectError, HttpResponse>> {
+        let request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(PROBE_BODY.len() as i64)
+            .body(ByteStream::from_static(PROBE_BODY));
+        let result = match kind {
+            ProbeKind::PayloadHash => {
+                request
+                    .customize()
+                    .interceptor(SignPayloadAs::new(sha256_hex))
+                    .send()
+                    .await
+            }
+            ProbeKind::ChecksumHeader => {
+                request
+                    .checksum_sha256(hex_to_base64(sha256_hex))
+                    .customize()
+                    .disable_payload_signing()
+                    .send()
+                    .await
+            }
+        };
+        result.map(|_| ())
     }
 }

@@ -21,7 +21,7 @@ if ! pg_bin_dir >/dev/null 2>&1 || ! command -v python3 >/dev/null || ! command 
 fi
 
 log "building filemetasync (release; the first build takes several minutes)"
-cargo build --release --quiet --bin filemetasync --bin fms-corpus
+cargo build --release --quiet -p filemetasync -p fms-corpus --bins
 binary="$repo/target/release/filemetasync"
 
 folder=${1:-}

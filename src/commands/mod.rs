@@ -66,6 +66,7 @@ fn store_notes(config: &Config) -> Vec<String> {
             let integrity = match integrity {
                 IntegrityMode::Auto => "integrity: auto (each uploader start probes the store with a wrong hash under _filemetasync/probe/ and uses what it verifies: the signed payload hash, x-amz-checksum-sha256, or else a read-back of every object; `status` shows the outcome)",
                 IntegrityMode::Server => "integrity: server (each upload is signed with its SHA-256; the store is trusted to check it, nothing is read back)",
+                IntegrityMode::Checksum => "integrity: checksum (each upload carries x-amz-checksum-sha256, the payload unsigned; the store is trusted to check it, nothing is read back)",
                 IntegrityMode::ReadBack => "integrity: read-back (each object is read back and hashed before its content counts as stored)",
             };
             vec![format!("requests go to {url}"), integrity.into()]

@@ -65,7 +65,8 @@ pub enum StorageConfig {
         part_size: u64,
         /// PEM CA file trusted for an HTTPS endpoint instead of the system's roots.
         ca_file: Option<PathBuf>,
-        /// How each upload is verified: `auto` (probe the store), `server`, `read-back`.
+        /// How each upload is verified: `auto` (probe the store), `server`, `checksum`,
+        /// `read-back`.
         integrity: fms_actors::store::IntegrityMode,
     },
     Local {
@@ -296,7 +297,7 @@ fn read_storage(section: &mut Section) -> StorageConfig {
             let integrity = fms_actors::store::IntegrityMode::parse(&integrity).unwrap_or_else(|| {
                 section.problem(
                     "integrity",
-                    format!("must be \"auto\", \"server\" or \"read-back\", not {integrity:?}"),
+                    format!("must be \"auto\", \"server\", \"checksum\" or \"read-back\", not {integrity:?}"),
                 );
                 Default::default()
             });

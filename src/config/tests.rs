@@ -319,5 +319,7 @@ fn supabase_s_transaction_pooler_schema_names_and_integrity_modes_are_checked() 
     let wrong = GOOD.replace("[storage]\n", "[storage]\nintegrity = \"none\"\n");
     let errors = load_from_str(&wrong, no_env()).unwrap_err();
     assert_eq!(errors.0[0].key, "storage.integrity");
-    assert!(errors.0[0].message.contains("\"auto\", \"server\" or \"read-back\""));
+    assert!(errors.0[0]
+        .message
+        .contains("\"auto\", \"server\", \"checksum\" or \"read-back\""));
 }

@@ -21,6 +21,9 @@ pub enum IntegrityMode {
     Auto,
     /// Trust the store to check the signed payload hash (no probe, nothing read back).
     Server,
+    /// Trust the store to check `x-amz-checksum-sha256`, the payload unsigned (for a store
+    /// that verifies that header but not payload hashes; and to measure it).
+    Checksum,
     /// Read every object back and hash it (no probe).
     ReadBack,
 }
@@ -30,6 +33,7 @@ impl IntegrityMode {
         match text {
             "auto" => Some(IntegrityMode::Auto),
             "server" => Some(IntegrityMode::Server),
+            "checksum" => Some(IntegrityMode::Checksum),
             "read-back" => Some(IntegrityMode::ReadBack),
             _ => None,
         }
@@ -39,6 +43,7 @@ impl IntegrityMode {
         match self {
             IntegrityMode::Auto => "auto",
             IntegrityMode::Server => "server",
+            IntegrityMode::Checksum => "checksum",
             IntegrityMode::ReadBack => "read-back",
         }
     }
@@ -76,6 +81,11 @@ impl Integrity {
                 true,
                 false,
                 "storage.integrity = \"server\": the store is trusted to check the signed payload hash".into(),
+            ),
+            IntegrityMode::Checksum => Integrity::server(
+                false,
+                true,
+                "storage.integrity = \"checksum\": the store is trusted to check x-amz-checksum-sha256".into(),
             ),
             IntegrityMode::ReadBack => Integrity::read_back("storage.integrity = \"read-back\"".into()),
         }
@@ -201,7 +211,12 @@ mod tests {
 
     #[test]
     fn modes_parse_and_print_as_configured() {
-        for mode in [IntegrityMode::Auto, IntegrityMode::Server, IntegrityMode::ReadBack] {
+        for mode in [
+            IntegrityMode::Auto,
+            IntegrityMode::Server,
+            IntegrityMode::Checksum,
+            IntegrityMode::ReadBack,
+        ] {
             assert_eq!(IntegrityMode::parse(mode.as_str()), Some(mode));
         }
         assert_eq!(IntegrityMode::parse("none"), None);

@@ -385,3 +385,25 @@ async fn no_upload_registers_and_leaves_the_queue_to_other_workers() {
     assert_eq!(summary["uploaded"], distinct.len() as u64);
     assert_eq!(garage.store_requests(), distinct.len() as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_in_a_registration_batch_is_retried_and_the_scan_succeeds() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    let manifest = make_corpus(&tree, 300, &["--large", "0"]);
+    let database = Database::create("deadlock").await;
+    let garage = Garage::start();
+    let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], "");
+    // PostgreSQL itself raises 40P01 in the first three batches' transactions.
+    let output = fms
+        .command(&["scan", "--wait", "--json"])
+        .env("FILEMETASYNC_TEST_DEADLOCK", "3")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", tail(&stdout));
+    let summary = summary_of(&stdout);
+    assert_eq!(summary["totals"]["retried_batches"], 3, "{summary}");
+    assert_eq!(summary["totals"]["failed"], 0);
+    assert_eq!(database.live_files("docs").await, expected_files(&manifest));
+}

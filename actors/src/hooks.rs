@@ -61,3 +61,18 @@ pub fn watch_delivery_disabled() -> bool {
     static DISABLED: OnceLock<bool> = OnceLock::new();
     *DISABLED.get_or_init(|| std::env::var("FILEMETASYNC_TEST_NO_WATCH_DELIVERY").is_ok_and(|v| v == "1"))
 }
+
+/// `FILEMETASYNC_TEST_DEADLOCK=N`: the first N registration batches of this process meet a
+/// deadlock error raised by PostgreSQL itself, to show that it is retried.
+pub fn inject_deadlock(_root: &str) -> bool {
+    static LEFT: OnceLock<std::sync::atomic::AtomicU32> = OnceLock::new();
+    let left = LEFT.get_or_init(|| {
+        let count = std::env::var("FILEMETASYNC_TEST_DEADLOCK")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0);
+        std::sync::atomic::AtomicU32::new(count)
+    });
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}

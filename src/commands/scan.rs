@@ -155,6 +155,7 @@ fn summarise(reports: Vec<RootReport>, uploads: &UploadCounters, queue_pending: 
         totals.hashed_files += counts.hashed_files;
         totals.bytes_hashed += counts.bytes_hashed;
         totals.protected += counts.protected;
+        totals.retried_batches += counts.retried_batches;
     }
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     ScanSummary {

@@ -38,6 +38,14 @@ pub enum CatalogError {
 }
 
 impl CatalogError {
+    /// A deadlock or serialization failure: the transaction can simply run again.
+    pub fn is_transient(&self) -> bool {
+        let CatalogError::Query(error) = self else {
+            return false;
+        };
+        matches!(error.code().map(|code| code.code()), Some("40P01") | Some("40001"))
+    }
+
     /// The full chain of a PostgreSQL error (its `Display` alone is often just "db error").
     pub fn detail(&self) -> String {
         match self {

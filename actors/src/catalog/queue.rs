@@ -90,8 +90,14 @@ impl Catalog {
         }
         self.client
             .execute(
-                "WITH done AS (DELETE FROM upload_queue WHERE sha256 = ANY($1))
-                 UPDATE file_contents SET uploaded_at = coalesce(uploaded_at, now()) WHERE sha256 = ANY($1)",
+                // Row locks by SHA-256, as registration takes them (no deadlock between them);
+                // NO KEY UPDATE on the contents, which the files' foreign keys share-lock.
+                "WITH done AS (
+                      DELETE FROM upload_queue WHERE sha256 IN (
+                          SELECT sha256 FROM upload_queue WHERE sha256 = ANY($1) ORDER BY sha256 FOR UPDATE))
+                 UPDATE file_contents SET uploaded_at = coalesce(uploaded_at, now())
+                  WHERE sha256 IN (SELECT sha256 FROM file_contents WHERE sha256 = ANY($1)
+                                    ORDER BY sha256 FOR NO KEY UPDATE)",
                 &[&sha256s],
             )
             .await?;
@@ -162,7 +168,8 @@ impl Catalog {
             .execute(
                 "UPDATE upload_queue SET lease_owner = NULL, lease_expires_at = NULL, lease_lock = NULL,
                         attempts = greatest(attempts - 1, 0)
-                  WHERE lease_owner = $1",
+                  WHERE sha256 IN (SELECT sha256 FROM upload_queue WHERE lease_owner = $1
+                                    ORDER BY sha256 FOR NO KEY UPDATE)",
                 &[&self.worker],
             )
             .await?)

@@ -2,6 +2,11 @@
 //! transaction together with its `file_events` rows and the upload queue entries of the
 //! contents it introduces. Batches are sent as arrays (`unnest`), one statement per kind,
 //! so a batch of a thousand files costs a handful of round trips.
+//!
+//! Every writer takes its row locks in one order, by key (contents and queue rows by
+//! SHA-256, files by path or id), so two of our own transactions cannot deadlock: scans of
+//! several roots, the watcher and upload marks on overlapping contents. A deadlock or
+//! serialization failure from anywhere else is retried with the whole transaction.
 
 use super::{Catalog, CatalogError};
 use crate::pathenc::PathEncoding;
@@ -47,6 +52,8 @@ pub struct BatchOutcome {
     pub moved: u64,
     pub deleted: u64,
     pub new_contents: u64,
+    /// Times the batch was run again after a deadlock or serialization failure.
+    pub retries: u64,
 }
 
 const UPSERT_CONTENTS: &str = "
@@ -55,13 +62,15 @@ const UPSERT_CONTENTS: &str = "
           FROM unnest($1::text[], $2::int8[], $3::text[]) AS t(sha256, size, storage_key)),
     inserted AS (
         INSERT INTO file_contents (sha256, size, storage_key)
-        SELECT sha256, size, storage_key FROM input
+        SELECT sha256, size, storage_key FROM input ORDER BY sha256
         ON CONFLICT (sha256) DO NOTHING
         RETURNING sha256),
     queued AS (
         INSERT INTO upload_queue (sha256)
-        SELECT c.sha256 FROM file_contents c JOIN input i USING (sha256) WHERE c.uploaded_at IS NULL
-        UNION SELECT sha256 FROM inserted
+        SELECT sha256 FROM (
+            SELECT c.sha256 FROM file_contents c JOIN input i USING (sha256) WHERE c.uploaded_at IS NULL
+            UNION SELECT sha256 FROM inserted) wanted
+        ORDER BY sha256
         ON CONFLICT (sha256) DO UPDATE
            SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
          WHERE upload_queue.state = 'failed'
@@ -79,7 +88,7 @@ const UPSERT_FILES: &str = "
         SELECT $1, path, path_encoding, size,
                timestamptz 'epoch' + (mtime_ns / 1000) * interval '1 microsecond',
                mtime_ns, inode, device, sha256, $9
-          FROM input
+          FROM input ORDER BY path
         ON CONFLICT (root, path) DO UPDATE
            SET path_encoding = excluded.path_encoding, size = excluded.size, mtime = excluded.mtime,
                mtime_ns = excluded.mtime_ns, inode = excluded.inode, device = excluded.device,
@@ -102,6 +111,7 @@ const MOVE_FILES: &str = "
         SELECT * FROM unnest($2::int8[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $8::int8[])
             AS t(id, path, path_encoding, size, mtime_ns, inode, device)),
     old AS (SELECT f.id, f.path, f.sha256 FROM files f JOIN input i USING (id)),
+    locked AS (SELECT f.id FROM files f WHERE f.id = ANY ($2) ORDER BY f.id FOR NO KEY UPDATE),
     moved AS (
         UPDATE files f
            SET path = i.path, path_encoding = i.path_encoding, size = i.size,
@@ -109,7 +119,7 @@ const MOVE_FILES: &str = "
                mtime_ns = i.mtime_ns, inode = i.inode, device = i.device, agent = $9,
                updated_at = now(), deleted_at = NULL
           FROM input i
-         WHERE f.id = i.id AND f.root = $1
+         WHERE f.id = i.id AND f.root = $1 AND f.id IN (SELECT id FROM locked)
         RETURNING f.id, f.path)
     INSERT INTO file_events (agent, file_id, kind, root, old_path, new_path, old_sha256, new_sha256)
     SELECT $9, m.id, 'moved', $1, o.path, m.path, o.sha256, o.sha256 FROM moved m JOIN old o USING (id)";
@@ -117,15 +127,51 @@ const MOVE_FILES: &str = "
 const SOFT_DELETE: &str = "
     WITH deleted AS (
         UPDATE files SET deleted_at = now(), updated_at = now(), agent = $3
-         WHERE root = $1 AND id = ANY($2::int8[]) AND deleted_at IS NULL
+         WHERE id IN (SELECT id FROM files WHERE root = $1 AND id = ANY($2::int8[]) AND deleted_at IS NULL
+                       ORDER BY id FOR NO KEY UPDATE)
         RETURNING id, path, sha256)
     INSERT INTO file_events (agent, file_id, kind, root, old_path, old_sha256)
     SELECT $3, id, 'deleted', $1, path, sha256 FROM deleted";
 
+/// How often a batch is tried when PostgreSQL reports a deadlock or serialization failure.
+const TRANSIENT_ATTEMPTS: u32 = 5;
+
+/// A real deadlock error (SQLSTATE 40P01) raised by the server, for the fault hook.
+const INJECTED_DEADLOCK: &str =
+    "DO $$ BEGIN RAISE EXCEPTION 'injected deadlock (test hook)' USING ERRCODE = '40P01'; END $$";
+
 impl Catalog {
     /// Write one batch for `root` in one transaction. Moves go first, so that a path freed by
-    /// a move can be taken by a registration in the same batch.
+    /// a move can be taken by a registration in the same batch. A deadlock or serialization
+    /// failure rolls the transaction back and runs it again (a few times, with a short
+    /// random pause); any other error is returned.
     pub async fn write_batch(
+        &mut self,
+        root: &str,
+        registrations: &[Registration],
+        moves: &[Move],
+        deletions: &[Deletion],
+    ) -> Result<BatchOutcome, CatalogError> {
+        let mut attempt = 1;
+        loop {
+            match self.write_batch_once(root, registrations, moves, deletions).await {
+                Err(error) if error.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
+                    attempt += 1;
+                    let pause = std::time::Duration::from_millis(rand::random_range(10..100) * attempt as u64);
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(outcome) => {
+                    return Ok(BatchOutcome {
+                        retries: (attempt - 1) as u64,
+                        ..outcome
+                    })
+                }
+                error => return error,
+            }
+        }
+    }
+
+    async fn write_batch_once(
         &mut self,
         root: &str,
         registrations: &[Registration],
@@ -134,6 +180,9 @@ impl Catalog {
     ) -> Result<BatchOutcome, CatalogError> {
         let agent = self.agent.clone();
         let transaction = self.client.transaction().await?;
+        if crate::hooks::inject_deadlock(root) {
+            transaction.batch_execute(INJECTED_DEADLOCK).await?;
+        }
         let mut outcome = BatchOutcome::default();
         if !moves.is_empty() {
             let columns = MoveColumns::from(moves);

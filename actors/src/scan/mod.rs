@@ -60,6 +60,8 @@ pub struct RootCounts {
     pub bytes_hashed: u64,
     /// Catalog rows under folders that could not be read, kept as they were.
     pub protected: u64,
+    /// Catalog batches that met a deadlock or serialization failure and were run again.
+    pub retried_batches: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

@@ -54,6 +54,7 @@ fn add_outcome(counts: &mut RootCounts, outcome: &BatchOutcome) {
     counts.restored += outcome.restored;
     counts.moved += outcome.moved;
     counts.deleted += outcome.deleted;
+    counts.retried_batches += outcome.retries;
 }
 
 pub(super) async fn apply<S: ScanSink>(

@@ -1,0 +1,105 @@
+//! Our own catalog writers cannot deadlock each other: registration batches of two roots and
+//! an uploader's leases, marks and releases run at once on overlapping contents (new ones, and
+//! known ones that go back on the queue), round after round, and PostgreSQL's own deadlock
+//! counter for the database stays where it was.
+
+mod common;
+
+use common::*;
+use fms_actors::catalog::{Catalog, Registration, Target};
+use fms_actors::pathenc::PathEncoding;
+use std::time::Duration;
+
+const ROUNDS: usize = 40;
+const CONTENTS_PER_ROUND: usize = 1000;
+
+fn registrations(round: usize, order_seed: u64, prefix: &str) -> Vec<Registration> {
+    let mut indexes: Vec<usize> = (0..CONTENTS_PER_ROUND).collect();
+    // Each writer sends the shared contents in an order of its own.
+    let mut state = order_seed.wrapping_add(round as u64 * 7919) | 1;
+    for i in (1..indexes.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        indexes.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    indexes
+        .into_iter()
+        .map(|index| {
+            let sha256 = format!("{round:032x}{index:032x}");
+            Registration {
+                path: format!("{prefix}/{round}/{index}.bin"),
+                encoding: PathEncoding::Utf8,
+                size: 100 + index as u64,
+                mtime_ns: 1_700_000_000_000_000_000,
+                inode: (round * 1000 + index) as u64,
+                device: 1,
+                storage_key: format!("files/{sha256}.bin"),
+                sha256,
+            }
+        })
+        .collect()
+}
+
+async fn deadlocks(database: &Database) -> i64 {
+    database
+        .count("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn registration_and_upload_marks_on_overlapping_contents_never_deadlock() {
+    let database = Database::create("locks").await;
+    let target = Target::new(database.url.clone());
+    let mut first = Catalog::connect(&target, "a").await.unwrap();
+    first.migrate().await.unwrap();
+    let mut second = Catalog::connect(&target, "b").await.unwrap();
+    let uploader = Catalog::connect(&target, "u").await.unwrap();
+    let before = deadlocks(&database).await;
+    let roots = vec!["one".to_owned(), "two".to_owned()];
+
+    for round in 0..ROUNDS {
+        let (batch_one, batch_two) = (registrations(round, 1, "x"), registrations(round, 2, "y"));
+        // All (even rounds) or half the contents are known already and wait for an upload without a queue row (as
+        // after a content was dropped from the queue and comes back): both writers queue them.
+        let known: Vec<&str> = batch_one
+            .iter()
+            .filter(|registration| round % 2 == 0 || registration.size % 2 == 0)
+            .map(|registration| registration.sha256.as_str())
+            .collect();
+        database
+            .client
+            .execute(
+                "INSERT INTO file_contents (sha256, size, storage_key)
+                 SELECT sha256, 1, 'files/' || sha256 FROM unnest($1::text[]) AS t(sha256)",
+                &[&known],
+            )
+            .await
+            .unwrap();
+        let write_one = first.write_batch("one", &batch_one, &[], &[]);
+        let write_two = second.write_batch("two", &batch_two, &[], &[]);
+        let upload = async {
+            // Lease what is there, mark half uploaded, give the rest back: row locks on the
+            // queue and the contents while the registrations take theirs.
+            for _ in 0..3 {
+                let items = uploader.dequeue(256, Duration::from_secs(60), &roots).await?;
+                let done: Vec<&str> = items.iter().step_by(2).map(|item| item.sha256.as_str()).collect();
+                uploader.mark_uploaded(&done).await?;
+                uploader.release_leases().await?;
+            }
+            Ok::<_, fms_actors::catalog::CatalogError>(())
+        };
+        let (one, two, marks) = tokio::join!(write_one, write_two, upload);
+        one.unwrap_or_else(|error| panic!("round {round}, root one: {}", error.detail()));
+        two.unwrap_or_else(|error| panic!("round {round}, root two: {}", error.detail()));
+        marks.unwrap_or_else(|error| panic!("round {round}, uploader: {}", error.detail()));
+    }
+
+    // pg_stat counters reach the view after the backends report them.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(deadlocks(&database).await - before, 0, "PostgreSQL detected a deadlock");
+    let contents = database.count("SELECT count(*) FROM file_contents").await;
+    assert_eq!(contents, (ROUNDS * CONTENTS_PER_ROUND) as i64);
+    let files = database.count("SELECT count(*) FROM files").await;
+    assert_eq!(files, (2 * ROUNDS * CONTENTS_PER_ROUND) as i64);
+}

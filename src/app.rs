@@ -38,6 +38,7 @@ pub fn object_store(config: &Config) -> ObjectStore {
             part_size,
             ca_file,
             integrity,
+            timeout,
         } => ObjectStore::S3(S3Store::new(&S3Settings {
             bucket: bucket.clone(),
             endpoint: endpoint.clone(),
@@ -50,6 +51,7 @@ pub fn object_store(config: &Config) -> ObjectStore {
             // Unreadable now (it was read when the configuration was checked): trust nothing.
             ca_pem: ca_file.as_ref().map(|file| std::fs::read(file).unwrap_or_default()),
             integrity: *integrity,
+            timeout: *timeout,
         })),
     }
 }

@@ -37,6 +37,12 @@ pub struct DatabaseConfig {
     /// PostgreSQL schema of the catalog's tables (created by `migrate`); default: the
     /// connection's own search path, normally `public`.
     pub schema: Option<String>,
+    /// How long a connection may take to be ready.
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// How long one statement may go unanswered before the connection is given up.
+    #[serde(with = "humantime_serde_compat")]
+    pub statement_timeout: Duration,
 }
 
 impl DatabaseConfig {
@@ -45,6 +51,7 @@ impl DatabaseConfig {
         fms_actors::catalog::Target::new(self.url.clone())
             .with_ca_file(self.ca_file.clone())
             .with_schema(self.schema.clone())
+            .with_timeouts(self.connect_timeout, self.statement_timeout)
     }
 }
 
@@ -68,6 +75,9 @@ pub enum StorageConfig {
         /// How each upload is verified: `auto` (probe the store), `server`, `checksum`,
         /// `read-back`.
         integrity: fms_actors::store::IntegrityMode,
+        /// How long a request may go unanswered (plus a second per 64 KiB it sends).
+        #[serde(with = "humantime_serde_compat")]
+        timeout: Duration,
     },
     Local {
         path: PathBuf,
@@ -275,6 +285,12 @@ fn read_database(section: &mut Section) -> DatabaseConfig {
         url: url.unwrap_or_default(),
         ca_file: section.string("ca_file").map(PathBuf::from),
         schema,
+        connect_timeout: section
+            .duration("connect_timeout")
+            .unwrap_or(fms_actors::catalog::tls::DEFAULT_CONNECT_TIMEOUT),
+        statement_timeout: section
+            .duration("statement_timeout")
+            .unwrap_or(fms_actors::catalog::tls::DEFAULT_STATEMENT_TIMEOUT),
     }
 }
 
@@ -312,12 +328,16 @@ fn read_storage(section: &mut Section) -> StorageConfig {
                 part_size,
                 ca_file: section.string("ca_file").map(PathBuf::from),
                 integrity,
+                timeout: section
+                    .duration("timeout")
+                    .unwrap_or(fms_actors::store::DEFAULT_REQUEST_TIMEOUT),
             }
         }
         "local" => {
             for key in [
                 "ca_file",
                 "integrity",
+                "timeout",
                 "bucket",
                 "endpoint",
                 "region",
@@ -602,6 +622,12 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     check("agent", old.agent != new.agent);
     check("database.url", old.database.url != new.database.url);
     check("database.ca_file", old.database.ca_file != new.database.ca_file);
+    check("database.schema", old.database.schema != new.database.schema);
+    check(
+        "database.timeouts",
+        (old.database.connect_timeout, old.database.statement_timeout)
+            != (new.database.connect_timeout, new.database.statement_timeout),
+    );
     check("storage", old.storage != new.storage);
     check("roots", old.roots != new.roots);
     check("ignore.patterns", old.ignore != new.ignore);

@@ -62,12 +62,14 @@ pub struct Front {
     /// The endpoint to give the client (with the prefix, if any).
     pub endpoint: String,
     pub counters: Arc<FrontCounters>,
+    silent: Arc<std::sync::atomic::AtomicBool>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 struct State {
     options: FrontOptions,
+    silent: Arc<std::sync::atomic::AtomicBool>,
     upstream: Upstream,
     corrupt_left: AtomicUsize,
     counters: Arc<FrontCounters>,
@@ -84,7 +86,9 @@ impl Front {
         let endpoint = format!("http://{address}{}", options.path_prefix.clone().unwrap_or_default());
         let counters = Arc::new(FrontCounters::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(options.silent));
         let state = Arc::new(State {
+            silent: silent.clone(),
             corrupt_left: AtomicUsize::new(options.corrupt_puts),
             options,
             upstream,
@@ -104,9 +108,17 @@ impl Front {
         Front {
             endpoint,
             counters,
+            silent,
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+}
+
+impl Front {
+    /// From now on, take requests and never answer them (true), or pass them on again.
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::SeqCst);
     }
 }
 
@@ -153,7 +165,7 @@ fn answer(status: StatusCode, body: &str) -> Answer {
 
 async fn handle(request: Request<Incoming>, state: &State) -> Answer {
     state.counters.requests.fetch_add(1, Ordering::SeqCst);
-    if state.options.silent {
+    if state.silent.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
     }
     let (parts, body) = request.into_parts();
@@ -266,4 +278,100 @@ fn sign_request<B>(request: &mut Request<B>, upstream: &Upstream, payload_hash: 
     .unwrap();
     let (instructions, _) = sign(signable, &params).unwrap().into_parts();
     instructions.apply_to_request_http1x(request);
+}
+
+/// A TCP front (for PostgreSQL): passes bytes both ways, or, while silent, takes new
+/// connections and the bytes of every connection and passes nothing on, in either direction.
+/// A connection its client closes is closed upstream too, as a proxy does.
+pub struct TcpFront {
+    pub port: u16,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TcpFront {
+    pub fn start(upstream: std::net::SocketAddr) -> TcpFront {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let flag = silent.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let client = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok((client, _)) => client,
+                            Err(_) => continue,
+                        },
+                        _ = &mut stopped => return,
+                    };
+                    tokio::spawn(pipe(client, upstream, flag.clone()));
+                }
+            });
+            runtime.shutdown_background();
+        });
+        TcpFront {
+            port,
+            silent,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn set_silent(&self, silent: bool) {
+        self.silent.store(silent, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpFront {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn pipe(
+    client: tokio::net::TcpStream,
+    upstream: std::net::SocketAddr,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let mut from_client = [0u8; 16 * 1024];
+    let mut from_server = [0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            read = client_read.read(&mut from_client) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) if !silent.load(Ordering::SeqCst) => {
+                    if server_write.write_all(&from_client[..n]).await.is_err() { return; }
+                }
+                Ok(_) => {}
+            },
+            read = server_read.read(&mut from_server) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) if !silent.load(Ordering::SeqCst) => {
+                    if client_write.write_all(&from_server[..n]).await.is_err() { return; }
+                }
+                Ok(_) => {}
+            },
+        }
+    }
 }

@@ -246,12 +246,13 @@ impl Garage {
         }
     }
 
-    /// Requests that stored an object, counted by the server itself.
+    /// Requests that stored an object, counted by the server itself: those it answered
+    /// without an error (the integrity probes, which Garage rejects, do not count).
     pub fn store_requests(&self) -> u64 {
         let metrics = self.metrics();
         ["PutObject", "CompleteMultipartUpload"]
             .iter()
-            .map(|endpoint| metric(&metrics, endpoint))
+            .map(|endpoint| metric(&metrics, endpoint) - errors(&metrics, endpoint))
             .sum()
     }
 
@@ -280,6 +281,7 @@ impl Garage {
             part_size: 5 << 20,
             ca_pem: None,
             integrity: Default::default(),
+            timeout: fms_actors::store::DEFAULT_REQUEST_TIMEOUT,
         }))
     }
 
@@ -400,6 +402,7 @@ impl S3sFs {
             part_size: 5 << 20,
             ca_pem: None,
             integrity: Default::default(),
+            timeout: fms_actors::store::DEFAULT_REQUEST_TIMEOUT,
         }))
     }
 
@@ -420,6 +423,17 @@ impl Drop for S3sFs {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Error answers of one S3 API endpoint, whatever their status.
+fn errors(metrics: &str, endpoint: &str) -> u64 {
+    let prefix = format!("api_s3_error_counter{{api_endpoint=\"{endpoint}\",");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(_, value)| value.trim().parse::<u64>().unwrap())
+        .sum()
 }
 
 fn metric(metrics: &str, endpoint: &str) -> u64 {

@@ -3,6 +3,7 @@
 //! Each user of the catalog (a root's registrar, the uploader, a command) holds its own
 //! `Catalog`, i.e. its own connection; writes that belong together go in one transaction.
 
+mod bounded;
 pub mod migrate;
 mod queue;
 mod register;
@@ -18,7 +19,7 @@ pub use verify::{StoredContent, VERIFY_PAGE};
 
 use crate::pathenc::PathEncoding;
 use std::ffi::OsString;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::NoTls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
@@ -35,6 +36,10 @@ pub enum CatalogError {
     /// nothing.
     #[error("{0}")]
     Clash(String),
+    /// A statement got no answer within `database.statement_timeout` (or the connection
+    /// none within `database.connect_timeout`); the connection is given up.
+    #[error("PostgreSQL did not answer within {} s (database timeouts): check the network to the database", .0.as_secs())]
+    Timeout(std::time::Duration),
 }
 
 impl CatalogError {
@@ -60,7 +65,7 @@ impl CatalogError {
 
 /// One connection to the catalog.
 pub struct Catalog {
-    client: Client,
+    client: bounded::BoundedClient,
     /// Written into `files.agent`, `file_events.agent` and lease owners.
     agent: String,
     /// Lease owner in the upload queue: unique per process, so that two uploaders of one
@@ -82,6 +87,12 @@ impl Catalog {
     /// Connect to the catalog, over TLS when the target asks for it (see [`tls`]). Fails
     /// with a message that never contains the password.
     pub async fn connect(target: &Target, agent: &str) -> Result<Catalog, CatalogError> {
+        // A server (or a proxy before it) that takes the connection and never answers the
+        // start-up is as unreachable as one that refuses it.
+        bounded::bounded(target.connect_timeout, Catalog::connect_unbounded(target, agent)).await
+    }
+
+    async fn connect_unbounded(target: &Target, agent: &str) -> Result<Catalog, CatalogError> {
         let plan = tls::plan(target).map_err(|problem| CatalogError::Connect(format!("database.url {problem}")))?;
         let failed = |error: tokio_postgres::Error| {
             let text = redact_error(&error, &plan.config);
@@ -107,6 +118,7 @@ impl Catalog {
                 client
             }
         };
+        let client = bounded::BoundedClient::new(client, target.statement_timeout);
         if let Some(schema) = &target.schema {
             // Every statement of ours names its tables unqualified; the search path says
             // where they are. Set once per session (the transaction pooler is refused).
@@ -148,7 +160,7 @@ impl Catalog {
     }
 
     pub async fn migrate(&mut self) -> Result<Vec<i32>, CatalogError> {
-        migrate::migrate(&mut self.client, self.schema.as_deref()).await
+        migrate::migrate(self.client.inner_mut(), self.schema.as_deref()).await
     }
 
     pub async fn schema_version(&self) -> Result<i32, CatalogError> {

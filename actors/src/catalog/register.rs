@@ -154,7 +154,9 @@ impl Catalog {
     ) -> Result<BatchOutcome, CatalogError> {
         let mut attempt = 1;
         loop {
-            match self.write_batch_once(root, registrations, moves, deletions).await {
+            let timeout = self.client.timeout();
+            let once = self.write_batch_once(root, registrations, moves, deletions);
+            match super::bounded::bounded(timeout, once).await {
                 Err(error) if error.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
                     attempt += 1;
                     let pause = std::time::Duration::from_millis(rand::random_range(10..100) * attempt as u64);
@@ -179,7 +181,7 @@ impl Catalog {
         deletions: &[Deletion],
     ) -> Result<BatchOutcome, CatalogError> {
         let agent = self.agent.clone();
-        let transaction = self.client.transaction().await?;
+        let transaction = self.client.inner_mut().transaction().await?;
         if crate::hooks::inject_deadlock(root) {
             transaction.batch_execute(INJECTED_DEADLOCK).await?;
         }

@@ -28,7 +28,17 @@ pub struct Target {
     /// The PostgreSQL schema the catalog lives in (`database.schema`); `None`: the
     /// connection's default search path (normally `public`).
     pub schema: Option<String>,
+    /// How long a connection may take to be ready (TCP, TLS, start-up).
+    pub connect_timeout: std::time::Duration,
+    /// How long one statement (or one registration batch) may go unanswered.
+    pub statement_timeout: std::time::Duration,
 }
+
+/// `database.connect_timeout` by default.
+pub const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// `database.statement_timeout` by default: long enough for a registration batch of a
+/// thousand files with its links on a busy NAS.
+pub const DEFAULT_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Target {
     pub fn new(url: impl Into<String>) -> Target {
@@ -36,7 +46,15 @@ impl Target {
             url: url.into(),
             ca_file: None,
             schema: None,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
         }
+    }
+
+    pub fn with_timeouts(mut self, connect: std::time::Duration, statement: std::time::Duration) -> Target {
+        self.connect_timeout = connect;
+        self.statement_timeout = statement;
+        self
     }
 
     pub fn with_schema(mut self, schema: Option<String>) -> Target {

@@ -37,7 +37,7 @@ impl Catalog {
 
     /// Mark contents as not stored and queue them for upload again, in one transaction.
     pub async fn requeue(&mut self, sha256s: &[String], reason: &str) -> Result<u64, CatalogError> {
-        let transaction = self.client.transaction().await?;
+        let transaction = self.client.inner_mut().transaction().await?;
         transaction
             .execute(
                 "UPDATE file_contents SET uploaded_at = NULL WHERE sha256 = ANY($1)",

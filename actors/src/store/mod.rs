@@ -11,7 +11,7 @@ mod s3;
 
 pub use integrity::{Integrity, IntegrityMode};
 pub use local::LocalStore;
-pub use s3::{request_url, sdk_endpoint, S3Settings, S3Store};
+pub use s3::{request_url, sdk_endpoint, S3Settings, S3Store, DEFAULT_REQUEST_TIMEOUT};
 
 use std::path::Path;
 

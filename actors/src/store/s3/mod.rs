@@ -27,8 +27,10 @@ use base64::Engine;
 use errors::classify;
 use sha2::{Digest, Sha256};
 use sign::SignPayloadAs;
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 /// Connection settings, from the `[storage]` section.
@@ -48,7 +50,15 @@ pub struct S3Settings {
     pub ca_pem: Option<Vec<u8>>,
     /// `storage.integrity`.
     pub integrity: IntegrityMode,
+    /// `storage.timeout`: how long a request may go unanswered, plus a second for every
+    /// [`SLOWEST_LINK`] bytes it sends.
+    pub timeout: Duration,
 }
+
+/// `storage.timeout` by default: a NAS on a slow uplink still hears back within a minute.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The slowest uplink we wait for (bytes a second): a 16 MiB part may take 256 s more.
+pub const SLOWEST_LINK: u64 = 64 * 1024;
 
 #[derive(Clone, Debug)]
 pub struct S3Store {
@@ -60,6 +70,7 @@ pub struct S3Store {
     mode: IntegrityMode,
     /// The checks in force; `auto` sets them from its probe (shared by every clone).
     integrity: Arc<RwLock<Integrity>>,
+    timeout: Duration,
 }
 
 /// The endpoint as the SDK must be given it: one with a path (Supabase's
@@ -124,6 +135,11 @@ impl S3Store {
             .credentials_provider(credentials)
             .force_path_style(settings.path_style)
             .http_client(http_client)
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+                    .build(),
+            )
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(endpoint) = &settings.endpoint {
@@ -137,6 +153,26 @@ impl S3Store {
             part_size: settings.part_size.max(5 << 20),
             mode: settings.integrity,
             integrity: Arc::new(RwLock::new(Integrity::configured(settings.integrity))),
+            timeout: settings.timeout,
+        }
+    }
+
+    /// `request` within the timeout for one that sends `bytes`. A request past it is given
+    /// up (dropping it closes its connection) and the store counts as unreachable.
+    async fn bounded<T>(
+        &self,
+        operation: &str,
+        key: &str,
+        bytes: u64,
+        request: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let limit = self.timeout + Duration::from_secs(bytes / SLOWEST_LINK);
+        match tokio::time::timeout(limit, request).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{operation} {key}: no answer within {} s (storage.timeout): check the network to the store",
+                limit.as_secs()
+            ))),
         }
     }
 
@@ -161,12 +197,15 @@ impl S3Store {
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        let result = self.client.head_object().bucket(&self.bucket).key(key).send().await;
-        match result {
-            Ok(output) => Ok(Some(output.content_length().unwrap_or(0).max(0) as u64)),
-            Err(SdkError::ServiceError(error)) if error.raw().status().as_u16() == 404 => Ok(None),
-            Err(error) => Err(classify("HEAD", key, error)),
-        }
+        self.bounded("HEAD", key, 0, async {
+            let result = self.client.head_object().bucket(&self.bucket).key(key).send().await;
+            match result {
+                Ok(output) => Ok(Some(output.content_length().unwrap_or(0).max(0) as u64)),
+                Err(SdkError::ServiceError(error)) if error.raw().status().as_u16() == 404 => Ok(None),
+                Err(error) => Err(classify("HEAD", key, error)),
+            }
+        })
+        .await
     }
 
     pub async fn put_file(&self, content: &Content, source: &Path, limiter: &RateLimiter) -> Result<(), StoreError> {
@@ -194,10 +233,13 @@ impl S3Store {
             } else {
                 request.disable_payload_signing()
             };
-            request
-                .send()
-                .await
-                .map_err(|error| classify("PUT", &content.key, error))?;
+            let sent = async {
+                request
+                    .send()
+                    .await
+                    .map_err(|error| classify("PUT", &content.key, error))
+            };
+            self.bounded("PUT", &content.key, content.size, sent).await?;
         }
         if integrity.read_back {
             self.check_read_back(content).await?;
@@ -241,22 +283,26 @@ impl S3Store {
         if integrity.checksum_header {
             request = request.checksum_algorithm(ChecksumAlgorithm::Sha256);
         }
-        let created = request
-            .send()
-            .await
-            .map_err(|error| classify("CreateMultipartUpload", &content.key, error))?;
+        let created = self
+            .bounded("CreateMultipartUpload", &content.key, 0, async {
+                request
+                    .send()
+                    .await
+                    .map_err(|error| classify("CreateMultipartUpload", &content.key, error))
+            })
+            .await?;
         let upload_id = created.upload_id().unwrap_or_default().to_owned();
         let result = self.upload_parts(content, source, &upload_id, limiter, integrity).await;
         if result.is_err() {
             // Best effort: a failed abort only leaves parts that the bucket's lifecycle clears.
-            let _ = self
+            let abort = self
                 .client
                 .abort_multipart_upload()
                 .bucket(&self.bucket)
                 .key(&content.key)
                 .upload_id(&upload_id)
-                .send()
-                .await;
+                .send();
+            let _ = tokio::time::timeout(self.timeout, abort).await;
         }
         result
     }
@@ -312,15 +358,21 @@ impl S3Store {
                 source.display()
             )));
         }
-        self.client
+        let complete = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(&content.key)
             .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
-            .send()
-            .await
-            .map_err(|error| classify("CompleteMultipartUpload", &content.key, error))?;
+            .send();
+        // Assembling the parts takes the store a while on large objects.
+        self.bounded("CompleteMultipartUpload", &content.key, content.size / 16, async {
+            complete
+                .await
+                .map_err(|error| classify("CompleteMultipartUpload", &content.key, error))
+        })
+        .await?;
         Ok(())
     }
 
@@ -333,6 +385,7 @@ impl S3Store {
         chunk: Vec<u8>,
         integrity: &Integrity,
     ) -> Result<CompletedPart, StoreError> {
+        let length = chunk.len() as u64;
         let needs_digest = integrity.signed_payload || integrity.checksum_header;
         let digest = needs_digest.then(|| Sha256::digest(&chunk));
         let mut request = self
@@ -354,10 +407,14 @@ impl S3Store {
             Some(digest) => request.interceptor(SignPayloadAs::new(&hex::encode(digest))),
             None => request.disable_payload_signing(),
         };
-        let uploaded = request
-            .send()
-            .await
-            .map_err(|error| classify("UploadPart", &content.key, error))?;
+        let uploaded = self
+            .bounded("UploadPart", &content.key, length, async {
+                request
+                    .send()
+                    .await
+                    .map_err(|error| classify("UploadPart", &content.key, error))
+            })
+            .await?;
         Ok(CompletedPart::builder()
             .part_number(part_number)
             .set_e_tag(uploaded.e_tag().map(str::to_owned))
@@ -366,20 +423,29 @@ impl S3Store {
     }
 
     pub async fn read_digest(&self, key: &str) -> Result<Option<(String, u64)>, StoreError> {
-        let result = self.client.get_object().bucket(&self.bucket).key(key).send().await;
-        let output = match result {
-            Ok(output) => output,
-            Err(SdkError::ServiceError(error)) if error.raw().status().as_u16() == 404 => return Ok(None),
-            Err(error) => return Err(classify("GET", key, error)),
-        };
+        let output = self
+            .bounded("GET", key, 0, async {
+                match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+                    Ok(output) => Ok(Some(output)),
+                    Err(SdkError::ServiceError(error)) if error.raw().status().as_u16() == 404 => Ok(None),
+                    Err(error) => Err(classify("GET", key, error)),
+                }
+            })
+            .await?;
+        let Some(output) = output else { return Ok(None) };
         let mut body = output.body;
         let mut hasher = Sha256::new();
         let mut total = 0u64;
-        while let Some(chunk) = body
-            .try_next()
-            .await
-            .map_err(|error| StoreError::Other(format!("GET {key}: the transfer broke off: {error}")))?
-        {
+        loop {
+            // Each chunk within the timeout: a transfer that stops mid-way is given up.
+            let next = self
+                .bounded("GET", key, 0, async {
+                    body.try_next()
+                        .await
+                        .map_err(|error| StoreError::Other(format!("GET {key}: the transfer broke off: {error}")))
+                })
+                .await?;
+            let Some(chunk) = next else { break };
             hasher.update(&chunk);
             total += chunk.len() as u64;
         }
@@ -389,13 +455,16 @@ impl S3Store {
 
 impl S3Store {
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|error| classify("DELETE", key, error))?;
+        self.bounded("DELETE", key, 0, async {
+            self.client
+                .delete_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|error| classify("DELETE", key, error))
+        })
+        .await?;
         Ok(())
     }
 
@@ -413,7 +482,10 @@ impl S3Store {
             .prefix(prefix)
             .into_paginator()
             .send();
-        while let Some(page) = pages.next().await {
+        while let Some(page) = self
+            .bounded("LIST", prefix, 0, async { Ok(pages.next().await) })
+            .await?
+        {
             let page = page.map_err(|error| classify("LIST", prefix, error))?;
             for object in page.contents() {
                 let size = object.size().unwrap_or(0).max(0) as u64;

@@ -46,7 +46,10 @@ impl S3Store {
 
     async fn probe_at(&self, kind: ProbeKind, key: &str) -> Result<ProbeAnswer, StoreError> {
         let wrong = hex::encode(Sha256::digest(b"not the probe's bytes"));
-        let error = match self.put_probe(kind, key, &wrong).await {
+        let sent = self.bounded("PUT (integrity probe)", key, 0, async {
+            Ok(self.put_probe(kind, key, &wrong).await)
+        });
+        let error = match sent.await? {
             // Stored with a wrong hash: the store checks nothing of this kind.
             Ok(()) => return Ok(ProbeAnswer::Accepted),
             Err(error) => error,
@@ -63,7 +66,10 @@ impl S3Store {
             // InternalError). The same PUT with the right hash tells a rejection from a store
             // in trouble.
             let right = hex::encode(Sha256::digest(PROBE_BODY));
-            if self.put_probe(kind, key, &right).await.is_ok() {
+            let control = self.bounded("PUT (integrity probe)", key, 0, async {
+                Ok(self.put_probe(kind, key, &right).await)
+            });
+            if control.await?.is_ok() {
                 return Ok(ProbeAnswer::Rejected);
             }
         }

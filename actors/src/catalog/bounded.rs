@@ -1,0 +1,101 @@
+//! The catalog connection with a deadline on every statement.
+//!
+//! A PostgreSQL that accepts a connection and then never answers (a dead link behind a NAT,
+//! a proxy that hangs) would otherwise leave a query waiting for ever, and with it the actor
+//! that sent it. Each statement gets `database.statement_timeout` on our side; past it the
+//! statement fails with [`CatalogError::Timeout`], the connection is given up (what it was
+//! doing is unknown), and its owner reconnects as after any lost connection.
+
+use super::CatalogError;
+use std::future::Future;
+use std::time::Duration;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, SimpleQueryMessage};
+
+pub(super) struct BoundedClient {
+    client: Client,
+    timeout: Duration,
+}
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+impl BoundedClient {
+    pub(super) fn new(client: Client, timeout: Duration) -> BoundedClient {
+        BoundedClient { client, timeout }
+    }
+
+    /// `future` within the statement timeout.
+    pub(super) async fn bounded<T>(
+        &self,
+        future: impl Future<Output = Result<T, CatalogError>>,
+    ) -> Result<T, CatalogError> {
+        bounded(self.timeout, future).await
+    }
+
+    pub(super) async fn query(&self, statement: &str, params: Params<'_>) -> Result<Vec<Row>, CatalogError> {
+        self.bounded(async { Ok(self.client.query(statement, params).await?) })
+            .await
+    }
+
+    pub(super) async fn query_one(&self, statement: &str, params: Params<'_>) -> Result<Row, CatalogError> {
+        self.bounded(async { Ok(self.client.query_one(statement, params).await?) })
+            .await
+    }
+
+    pub(super) async fn query_opt(&self, statement: &str, params: Params<'_>) -> Result<Option<Row>, CatalogError> {
+        self.bounded(async { Ok(self.client.query_opt(statement, params).await?) })
+            .await
+    }
+
+    pub(super) async fn execute(&self, statement: &str, params: Params<'_>) -> Result<u64, CatalogError> {
+        self.bounded(async { Ok(self.client.execute(statement, params).await?) })
+            .await
+    }
+
+    pub(super) async fn batch_execute(&self, statements: &str) -> Result<(), CatalogError> {
+        self.bounded(async { Ok(self.client.batch_execute(statements).await?) })
+            .await
+    }
+
+    pub(super) async fn simple_query(&self, statement: &str) -> Result<Vec<SimpleQueryMessage>, CatalogError> {
+        self.bounded(async { Ok(self.client.simple_query(statement).await?) })
+            .await
+    }
+
+    /// The raw client, for a transaction (its caller bounds the whole of it) and for
+    /// migrations (DDL on a large catalog may take long; it is not bounded).
+    pub(super) fn inner_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+/// `future` within `timeout`, or [`CatalogError::Timeout`].
+pub(super) async fn bounded<T>(
+    timeout: Duration,
+    future: impl Future<Output = Result<T, CatalogError>>,
+) -> Result<T, CatalogError> {
+    match tokio::time::timeout(timeout, future).await {
+        Ok(result) => result,
+        Err(_) => Err(CatalogError::Timeout(timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_statement_that_never_answers_fails_at_the_deadline() {
+        let never = std::future::pending::<Result<(), CatalogError>>();
+        let started = tokio::time::Instant::now();
+        let result = bounded(Duration::from_secs(120), never).await;
+        assert!(matches!(result, Err(CatalogError::Timeout(limit)) if limit == Duration::from_secs(120)));
+        assert_eq!(started.elapsed(), Duration::from_secs(120));
+        let quick = bounded(Duration::from_secs(1), async { Ok::<_, CatalogError>(7) }).await;
+        assert_eq!(quick.unwrap(), 7);
+    }
+}

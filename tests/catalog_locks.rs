@@ -102,4 +102,9 @@ async fn registration_and_upload_marks_on_overlapping_contents_never_deadlock() 
     assert_eq!(contents, (ROUNDS * CONTENTS_PER_ROUND) as i64);
     let files = database.count("SELECT count(*) FROM files").await;
     assert_eq!(files, (2 * ROUNDS * CONTENTS_PER_ROUND) as i64);
+    // The running totals kept by statement triggers survived the concurrent writers.
+    database.assert_counts_match().await;
+    database.client.execute("SELECT fms_fold_counts()", &[]).await.unwrap();
+    assert_eq!(database.count("SELECT count(*) FROM catalog_counts").await, 1);
+    database.assert_counts_match().await;
 }

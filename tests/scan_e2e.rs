@@ -136,6 +136,14 @@ async fn changes_between_scans_give_rows_moves_soft_deletes_and_restores() {
         event_kinds(&database).await.last().unwrap(),
         "restored:Sonderfaelle/.hidden.cfg"
     );
+    // Creates, edits, moves, deletions and restores: the running totals kept up.
+    database.assert_counts_match().await;
+    let status = fms.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let live = database
+        .count("SELECT count(*) FROM files WHERE deleted_at IS NULL")
+        .await;
+    assert_eq!(status["files"], live);
 }
 
 async fn event_kinds(database: &Database) -> Vec<String> {

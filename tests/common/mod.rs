@@ -74,6 +74,46 @@ impl Database {
         Database { url, client }
     }
 
+    /// The running totals of `catalog_counts` equal what count(*) finds.
+    pub async fn assert_counts_match(&self) {
+        let kept = self
+            .client
+            .query_one(
+                "SELECT sum(live_files)::int8, sum(deleted_files)::int8, sum(contents)::int8, sum(content_bytes)::int8,
+                        sum(uploaded_contents)::int8, sum(uploaded_bytes)::int8, sum(queue_pending)::int8,
+                        sum(queue_failed)::int8
+                   FROM catalog_counts",
+                &[],
+            )
+            .await
+            .unwrap();
+        let counted = self
+            .client
+            .query_one(
+                "SELECT (SELECT count(*) FROM files WHERE deleted_at IS NULL),
+                        (SELECT count(*) FROM files WHERE deleted_at IS NOT NULL),
+                        (SELECT count(*) FROM file_contents),
+                        (SELECT coalesce(sum(size), 0)::int8 FROM file_contents),
+                        (SELECT count(*) FROM file_contents WHERE uploaded_at IS NOT NULL),
+                        (SELECT coalesce(sum(size), 0)::int8 FROM file_contents WHERE uploaded_at IS NOT NULL),
+                        (SELECT count(*) FROM upload_queue WHERE state = 'pending'),
+                        (SELECT count(*) FROM upload_queue WHERE state = 'failed')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let row = |row: &tokio_postgres::Row| {
+            (0..8)
+                .map(|i| row.get::<_, Option<i64>>(i).unwrap_or(0))
+                .collect::<Vec<i64>>()
+        };
+        assert_eq!(
+            row(&kept),
+            row(&counted),
+            "catalog_counts (live, deleted, contents, bytes, uploaded, uploaded bytes, pending, failed) == count(*)"
+        );
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.client
             .query_one(sql, &[])

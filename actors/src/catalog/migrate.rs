@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "store_checks",
         include_str!("../../../migrations/0005_store_checks.sql"),
     ),
+    (6, "counters", include_str!("../../../migrations/0006_counters.sql")),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).
@@ -44,6 +45,7 @@ const OUR_TABLES: &[&str] = &[
     "link_rules",
     "file_links",
     "store_checks",
+    "catalog_counts",
 ];
 
 /// Apply every migration not yet applied, in `schema` (created if missing) or the

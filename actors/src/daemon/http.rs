@@ -1,7 +1,12 @@
-//! `http.listen`: `/healthz` and `/metrics`, served from a plain thread (tiny_http) that
-//! reads what the actors count and asks the catalog for its totals with its own connection.
-//! The same thread writes the process's heartbeat (with every actor's state) into
-//! `agent_processes` every few seconds, which is what `filemetasync status` shows.
+//! `http.listen`: `/healthz` and `/metrics` (tiny_http), on three plain threads so that none
+//! waits behind another:
+//!
+//! * `http` accepts and answers `/healthz` at once, from the actors' board and the catalog's
+//!   last known state; it never asks PostgreSQL itself;
+//! * `heartbeat` pings the catalog every second (that is the catalog's state for `/healthz`)
+//!   and writes the process's heartbeat, with every actor's state, into `agent_processes`
+//!   every few seconds, which is what `filemetasync status` shows;
+//! * `metrics` answers scrapes, with the catalog's running totals, on its own connection.
 
 use super::supervisor::{ActorHealth, ActorState};
 use super::Observed;
@@ -25,11 +30,25 @@ pub struct HttpSettings {
 }
 
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-/// The catalog gets this long to answer a health check or a scrape.
+/// How often the heartbeat thread asks the catalog whether it answers.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// The catalog gets this long to answer a ping or a scrape.
 const CATALOG_TIMEOUT: Duration = Duration::from_secs(3);
+/// A catalog state older than this is itself a problem (the heartbeat thread is stuck).
+const CATALOG_STATE_STALE: Duration = Duration::from_secs(10);
+/// Scrapes waiting for the metrics thread; more are answered 503 at once.
+const SCRAPES_QUEUED: usize = 4;
 
-/// Bind now (so that a taken port is a clear error at start), serve on a new thread until
-/// `stop` is set.
+/// What the heartbeat thread last learnt of the catalog, for `/healthz`.
+struct CatalogState {
+    checked_at: Instant,
+    problem: Option<String>,
+}
+
+type SharedCatalogState = Arc<std::sync::Mutex<CatalogState>>;
+
+/// Bind now (so that a taken port is a clear error at start), serve until `stop` is set.
+/// The handle returned ends after the last heartbeat (marked stopped) is written.
 pub fn spawn(
     settings: HttpSettings,
     observed: Observed,
@@ -39,39 +58,174 @@ pub fn spawn(
     let server = tiny_http::Server::http(settings.listen)
         .map_err(|error| std::io::Error::other(format!("cannot listen on {}: {error}", settings.listen)))?;
     info!(log, "http listening"; "address" => settings.listen.to_string(), "paths" => "/healthz /metrics");
+    let settings = Arc::new(settings);
+    let catalog_state: SharedCatalogState = Arc::new(std::sync::Mutex::new(CatalogState {
+        checked_at: Instant::now(),
+        problem: None,
+    }));
+    let endpoint = |name: &str| Endpoint {
+        settings: settings.clone(),
+        observed: observed.clone(),
+        catalog: None,
+        log: log.new(slog::o!("thread" => name.to_owned())),
+    };
+    let heartbeat = spawn_with_runtime("heartbeat", endpoint("heartbeat"), {
+        let (stop, catalog_state) = (stop.clone(), catalog_state.clone());
+        move |endpoint, runtime| heartbeat_loop(endpoint, runtime, &stop, &catalog_state)
+    })?;
+    let (scrapes, scrape_queue) = crossbeam_channel::bounded::<tiny_http::Request>(SCRAPES_QUEUED);
+    let metrics = spawn_with_runtime("metrics", endpoint("metrics"), move |mut endpoint, runtime| {
+        for request in scrape_queue {
+            let body = runtime.block_on(endpoint.metrics());
+            respond(request, 200, "text/plain; version=0.0.4; charset=utf-8", body);
+        }
+    })?;
     std::thread::Builder::new().name("http".into()).spawn(move || {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime,
-            Err(error) => {
-                warn!(log, "http thread cannot start its runtime"; "error" => error.to_string());
-                return;
-            }
-        };
-        let mut endpoint = Endpoint {
-            settings,
-            observed,
-            catalog: None,
-            log,
-        };
-        // The first heartbeat once the actors have had a moment to report in.
-        let mut last_heartbeat = Instant::now().checked_sub(HEARTBEAT_INTERVAL - Duration::from_secs(1));
         while !stop.load(Ordering::SeqCst) {
-            if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_INTERVAL) {
-                runtime.block_on(endpoint.heartbeat(false));
-                last_heartbeat = Some(Instant::now());
-            }
             match server.recv_timeout(Duration::from_millis(250)) {
-                Ok(Some(request)) => runtime.block_on(endpoint.answer(request)),
+                Ok(Some(request)) => route(request, &observed, &catalog_state, &scrapes),
                 Ok(None) => {}
-                Err(error) => warn!(endpoint.log, "http accept failed"; "error" => error.to_string()),
+                Err(error) => warn!(log, "http accept failed"; "error" => error.to_string()),
             }
         }
-        runtime.block_on(endpoint.heartbeat(true));
+        drop(scrapes);
+        let _ = metrics.join();
+        let _ = heartbeat.join();
     })
 }
 
+/// A thread with a current-thread runtime of its own.
+fn spawn_with_runtime(
+    name: &str,
+    endpoint: Endpoint,
+    work: impl FnOnce(Endpoint, &tokio::runtime::Runtime) + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(runtime) => work(endpoint, &runtime),
+            Err(error) => warn!(endpoint.log, "cannot start a runtime"; "error" => error.to_string()),
+        }
+    })
+}
+
+fn heartbeat_loop(
+    mut endpoint: Endpoint,
+    runtime: &tokio::runtime::Runtime,
+    stop: &AtomicBool,
+    state: &SharedCatalogState,
+) {
+    // The first heartbeat once the actors have had a moment to report in.
+    let mut last_heartbeat = Instant::now().checked_sub(HEARTBEAT_INTERVAL - Duration::from_secs(1));
+    while !stop.load(Ordering::SeqCst) {
+        let problem = runtime
+            .block_on(endpoint.ask(async |catalog| catalog.ping().await))
+            .err();
+        *state.lock().unwrap_or_else(|e| e.into_inner()) = CatalogState {
+            checked_at: Instant::now(),
+            problem,
+        };
+        if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_INTERVAL) {
+            runtime.block_on(endpoint.heartbeat(false));
+            last_heartbeat = Some(Instant::now());
+        }
+        let next = Instant::now() + PING_INTERVAL;
+        while !stop.load(Ordering::SeqCst) && Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    runtime.block_on(endpoint.heartbeat(true));
+}
+
+fn route(
+    request: tiny_http::Request,
+    observed: &Observed,
+    state: &SharedCatalogState,
+    scrapes: &crossbeam_channel::Sender<tiny_http::Request>,
+) {
+    let path = request.url().split('?').next().unwrap_or("").to_owned();
+    match path.as_str() {
+        "/healthz" => {
+            let (status, body) = health(observed, state);
+            respond(request, status, "text/plain", body);
+        }
+        "/metrics" => {
+            if let Err(
+                crossbeam_channel::TrySendError::Full(request) | crossbeam_channel::TrySendError::Disconnected(request),
+            ) = scrapes.try_send(request)
+            {
+                respond(
+                    request,
+                    503,
+                    "text/plain",
+                    "busy: earlier scrapes are still being answered\n".into(),
+                );
+            }
+        }
+        _ => respond(
+            request,
+            404,
+            "text/plain",
+            "not found: try /healthz or /metrics\n".into(),
+        ),
+    }
+}
+
+fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: String) {
+    let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("static header is valid");
+    let response = tiny_http::Response::from_string(body)
+        .with_status_code(status)
+        .with_header(header);
+    let _ = request.respond(response);
+}
+
+fn board_actors(observed: &Observed) -> Vec<ActorHealth> {
+    let board = observed.board.lock().unwrap_or_else(|e| e.into_inner());
+    board.values().cloned().collect()
+}
+
+/// 200 only while every actor runs and the catalog answered its last ping; the body says
+/// what does not. Asks nothing of PostgreSQL.
+fn health(observed: &Observed, state: &SharedCatalogState) -> (u16, String) {
+    let mut problems: Vec<String> = board_actors(observed)
+        .into_iter()
+        .filter(|actor| actor.state != ActorState::Running)
+        .map(|actor| {
+            format!(
+                "{}: {:?}{}",
+                actor.actor,
+                actor.state,
+                actor.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+            )
+        })
+        .collect();
+    for (root, reason) in observed
+        .unavailable_roots
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        problems.push(format!("root {root}: unavailable ({reason})"));
+    }
+    {
+        let state = state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(problem) = &state.problem {
+            problems.push(format!("catalog: unreachable ({problem})"));
+        } else if state.checked_at.elapsed() > CATALOG_STATE_STALE {
+            problems.push(format!(
+                "catalog: no answer for {} s",
+                state.checked_at.elapsed().as_secs()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        (200, "ok\n".to_owned())
+    } else {
+        (503, problems.join("\n") + "\n")
+    }
+}
+
 struct Endpoint {
-    settings: HttpSettings,
+    settings: Arc<HttpSettings>,
     observed: Observed,
     catalog: Option<Catalog>,
     log: Logger,
@@ -112,8 +266,7 @@ impl Endpoint {
     }
 
     fn actors(&self) -> Vec<ActorHealth> {
-        let board = self.observed.board.lock().unwrap_or_else(|e| e.into_inner());
-        board.values().cloned().collect()
+        board_actors(&self.observed)
     }
 
     async fn heartbeat(&mut self, stopped: bool) {
@@ -138,54 +291,6 @@ impl Endpoint {
             // The actors that need the catalog report its loss themselves; this is only a
             // missed heartbeat.
             slog::debug!(self.log, "heartbeat not written"; "error" => error);
-        }
-    }
-
-    async fn answer(&mut self, request: tiny_http::Request) {
-        let path = request.url().split('?').next().unwrap_or("").to_owned();
-        let (status, content_type, body) = match path.as_str() {
-            "/healthz" => self.health().await,
-            "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", self.metrics().await),
-            _ => (404, "text/plain", "not found: try /healthz or /metrics\n".to_owned()),
-        };
-        let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("static header is valid");
-        let response = tiny_http::Response::from_string(body)
-            .with_status_code(status)
-            .with_header(header);
-        let _ = request.respond(response);
-    }
-
-    /// 200 only while every actor runs and the catalog answers; the body says what does not.
-    async fn health(&mut self) -> (u16, &'static str, String) {
-        let mut problems: Vec<String> = self
-            .actors()
-            .into_iter()
-            .filter(|actor| actor.state != ActorState::Running)
-            .map(|actor| {
-                format!(
-                    "{}: {:?}{}",
-                    actor.actor,
-                    actor.state,
-                    actor.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                )
-            })
-            .collect();
-        for (root, reason) in self
-            .observed
-            .unavailable_roots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            problems.push(format!("root {root}: unavailable ({reason})"));
-        }
-        if let Err(error) = self.ask(async |catalog| catalog.ping().await).await {
-            problems.push(format!("catalog: unreachable ({error})"));
-        }
-        if problems.is_empty() {
-            (200, "text/plain", "ok\n".to_owned())
-        } else {
-            (503, "text/plain", problems.join("\n") + "\n")
         }
     }
 

@@ -100,18 +100,45 @@ impl Reloader {
             }
         };
         self.logs.apply(&effective.log);
-        handle.reconfigure(settings, applied.clone());
-        self.current = effective;
-        let outcome = if ignored.is_empty() {
-            "applied".to_owned()
-        } else {
-            format!("applied; needs a restart to take effect: {}", ignored.join(", "))
+        let actions = match handle.reconfigure(settings, applied.clone()) {
+            Ok(actions) => actions,
+            Err(problem) => {
+                error!(self.log, "configuration reload failed; the running settings stay in force";
+                    "trigger" => source, "errors" => problem, "error_count" => 1);
+                return;
+            }
         };
+        self.current = effective;
+        // One event, after the actors were told: each actor's action and the keys behind it.
+        let actions_text = actions
+            .iter()
+            .map(|change| {
+                format!(
+                    "{} {} ({})",
+                    change.actor,
+                    action_word(&change.action),
+                    change.keys.join(", ")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let actions_json = serde_json::to_string(&actions).unwrap_or_default();
         if ignored.is_empty() {
-            info!(self.log, "configuration reloaded"; "trigger" => source, "changed" => applied.join(", "), "outcome" => outcome);
+            info!(self.log, "configuration reloaded"; "trigger" => source, "changed" => applied.join(", "),
+                "outcome" => "applied", "actions" => actions_text, "actions_json" => actions_json);
         } else {
-            warn!(self.log, "configuration reloaded"; "trigger" => source, "changed" => applied.join(", "), "outcome" => outcome);
+            warn!(self.log, "configuration reloaded"; "trigger" => source, "changed" => applied.join(", "),
+                "outcome" => format!("partly applied; needs a process restart to take effect: {}", ignored.join(", ")),
+                "actions" => actions_text, "actions_json" => actions_json);
         }
+    }
+}
+
+fn action_word(action: &fms_actors::daemon::ChangeAction) -> String {
+    match action {
+        fms_actors::daemon::ChangeAction::Restart => "restarted".into(),
+        fms_actors::daemon::ChangeAction::Update => "updated in place".into(),
+        fms_actors::daemon::ChangeAction::Resize { from, to } => format!("resized from {from} to {to}"),
     }
 }
 

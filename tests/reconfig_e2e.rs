@@ -609,3 +609,44 @@ fn chrono_like_now_utc() -> u64 {
         .as_secs();
     (seconds / 3600) % 24
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_keys_that_need_different_actions_are_each_named_with_their_own_action() {
+    let work = tempfile::tempdir().unwrap();
+    let (setup, mut knobs, _database, _garage) = setup(work.path(), "reload_two").await;
+    let daemon = setup.fms.start_daemon(port_of(&setup), &[], &[]);
+    // The debounce restarts the watcher and the debouncer; the schedule is taken by the
+    // scanner in place. One file, one reload.
+    knobs.watch.2 = "2s".into();
+    knobs.schedule = "*/30 * * * * *".into();
+    setup.write(&knobs, Edit::Rewrite);
+    within_5s(&daemon, "the reload is logged", async || {
+        !daemon.events_named("configuration reloaded").is_empty()
+    })
+    .await;
+    let reload = daemon.events_named("configuration reloaded").pop().unwrap();
+    assert_eq!(reload["outcome"], "applied");
+    assert_eq!(reload["changed"], "watch.debounce, scan.schedule");
+    let actions: serde_json::Value = serde_json::from_str(reload["actions_json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        actions,
+        serde_json::json!([
+            {"actor": "scanner", "action": "update", "keys": ["scan.schedule"]},
+            {"actor": "watcher", "action": "restart", "keys": ["watch.debounce"]},
+            {"actor": "debouncer", "action": "restart", "keys": ["watch.debounce"]},
+        ])
+    );
+    // The restarts name the key that caused them, not the other one.
+    within_5s(&daemon, "watcher and debouncer restarted", async || {
+        daemon.events_named("actor restarted").len() >= 2
+    })
+    .await;
+    for event in daemon.events_named("actor restarted") {
+        assert_eq!(event["reason"], "configuration changed: watch.debounce", "{event}");
+        assert!(event["actor"] == "watcher" || event["actor"] == "debouncer", "{event}");
+    }
+    // The reload event comes after the actors were told (not before, as a fire-and-forget).
+    let events = daemon.events();
+    let position = |message: &str| events.iter().position(|event| event["msg"] == message).unwrap();
+    assert!(position("configuration reloaded") > position("actor started"));
+}

@@ -7,17 +7,110 @@
 
 use super::scanner::UpdateScanner;
 use super::supervisor::{AddChild, RemoveChild, RestartChild, Supervisor};
-use super::{DaemonSettings, Wiring};
+use super::{DaemonSettings, Role, Wiring};
 use actix::prelude::*;
 use slog::info;
 use std::sync::Arc;
 
-/// A validated new configuration and the keys that differ from the running one.
+/// A validated new configuration and the keys that differ from the running one. Answered
+/// with what was done, once it has been done.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "ReloadOutcome")]
 pub struct Reconfigure {
     pub settings: DaemonSettings,
     pub changed: Vec<String>,
+}
+
+/// What a reconfiguration does to one actor.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeAction {
+    /// Stopped cleanly and started again with the new settings (a new connection).
+    Restart,
+    /// New settings taken while it runs.
+    Update,
+    /// Hashers added or removed.
+    Resize { from: usize, to: usize },
+}
+
+/// One actor's part in a reload: what happened to it and the keys that caused it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ActorChange {
+    pub actor: String,
+    pub action: ChangeAction,
+    pub keys: Vec<String>,
+}
+
+/// Every actor's change, as applied.
+pub type ReloadOutcome = Vec<ActorChange>;
+
+/// The actors a change of `changed` touches, and how: a pure function of the keys, the role
+/// and the hasher counts, so it is tested without a daemon. Each actor's keys are exactly the
+/// changed keys that concern it.
+pub fn plan(changed: &[String], role: Role, hashers: (usize, usize)) -> ReloadOutcome {
+    let matching = |prefixes: &[&str]| -> Vec<String> {
+        changed
+            .iter()
+            .filter(|key| {
+                prefixes
+                    .iter()
+                    .any(|prefix| key.as_str() == *prefix || key.starts_with(&format!("{prefix}.")))
+            })
+            .cloned()
+            .collect()
+    };
+    let mut outcome = Vec::new();
+    let mut add = |actor: &str, action: ChangeAction, keys: Vec<String>| {
+        if !keys.is_empty() {
+            outcome.push(ActorChange {
+                actor: actor.to_owned(),
+                action,
+                keys,
+            });
+        }
+    };
+    let database = matching(&["database"]);
+    if role.indexes() {
+        add("registrar", ChangeAction::Restart, database.clone());
+        if database.is_empty() {
+            add("scanner", ChangeAction::Update, matching(&["roots", "ignore", "scan"]));
+        } else {
+            add("scanner", ChangeAction::Restart, database.clone());
+        }
+        add(
+            "watcher",
+            ChangeAction::Restart,
+            matching(&["watch", "roots", "ignore"]),
+        );
+        add(
+            "debouncer",
+            ChangeAction::Restart,
+            matching(&["watch.debounce", "roots"]),
+        );
+        let (from, to) = (hashers.0.max(1), hashers.1.max(1));
+        if from != to {
+            add(
+                "hashers",
+                ChangeAction::Resize { from, to },
+                matching(&["hash.workers"]),
+            );
+        }
+    }
+    if role.uploads() {
+        // The uploader reads its connection, store, roots and retry settings when it starts;
+        // concurrency, bandwidth and window are knobs it reads as it goes.
+        let restart = matching(&["database", "storage", "roots", "upload.max_attempts", "upload.lease"]);
+        if restart.is_empty() {
+            add(
+                "uploader",
+                ChangeAction::Update,
+                matching(&["upload.concurrency", "upload.bandwidth_limit", "upload.window"]),
+            );
+        } else {
+            add("uploader", ChangeAction::Restart, restart);
+        }
+    }
+    outcome
 }
 
 /// Handed to the application once the daemon runs.
@@ -31,10 +124,11 @@ impl DaemonHandle {
         DaemonHandle { coordinator }
     }
 
-    /// Apply `settings`; `changed` lists the configuration keys that differ.
-    pub fn reconfigure(&self, settings: DaemonSettings, changed: Vec<String>) {
-        // A control message, rare and small: no backpressure needed.
-        self.coordinator.do_send(Reconfigure { settings, changed });
+    /// Apply `settings` (`changed` lists the configuration keys that differ) and return
+    /// what was done, once it is done. Called from a thread outside the actor system.
+    pub fn reconfigure(&self, settings: DaemonSettings, changed: Vec<String>) -> Result<ReloadOutcome, String> {
+        futures::executor::block_on(self.coordinator.send(Reconfigure { settings, changed }))
+            .map_err(|error| format!("the daemon did not take the new settings: {error}"))
     }
 }
 
@@ -48,10 +142,10 @@ impl Coordinator {
         Coordinator { wiring, supervisor }
     }
 
-    fn restart(&self, name: &str, key: &str) {
+    fn restart(&self, name: &str, keys: &[String]) {
         self.supervisor.do_send(RestartChild {
             name: name.to_owned(),
-            reason: format!("configuration changed: {key}"),
+            reason: format!("configuration changed: {}", keys.join(", ")),
         });
     }
 }
@@ -61,84 +155,121 @@ impl Actor for Coordinator {
 }
 
 impl Handler<Reconfigure> for Coordinator {
-    type Result = ();
+    type Result = MessageResult<Reconfigure>;
 
-    fn handle(&mut self, message: Reconfigure, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, message: Reconfigure, _ctx: &mut Context<Self>) -> Self::Result {
         let old = self.wiring.settings();
         let new = Arc::new(message.settings);
         *self.wiring.live.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
-        let changed = |key: &str| {
-            message
-                .changed
-                .iter()
-                .any(|k| k == key || k.starts_with(&format!("{key}.")))
-        };
+        // The knobs are cheap to set and read as the uploads go: always the new values.
         let knobs = &self.wiring.observed.knobs;
         knobs.set_concurrency(new.upload.concurrency);
         knobs.limiter.set_limit(new.bandwidth_limit);
         knobs.set_window(new.upload_window.clone());
-        let indexes = new.role.indexes();
-        let uploads = new.role.uploads();
-        if changed("database") {
-            let key = message
-                .changed
-                .iter()
-                .find(|key| key.starts_with("database"))
-                .cloned()
-                .unwrap_or_else(|| "database".to_owned());
-            for actor in ["scanner", "registrar"].into_iter().filter(|_| indexes) {
-                self.restart(actor, &key);
-            }
-            if uploads {
-                self.restart("uploader", &key);
-            }
-        } else if uploads
-            && (changed("storage") || changed("roots") || changed("upload.max_attempts") || changed("upload.lease"))
-        {
-            // The uploader reads the store, its roots and its retry settings when it starts.
-            let key = message
-                .changed
-                .iter()
-                .find(|k| !k.starts_with("upload.concurrency"))
-                .cloned()
-                .unwrap_or_default();
-            self.restart("uploader", &key);
-        }
-        if indexes && old.hash_workers != new.hash_workers {
-            let (from, to) = (old.hash_workers.max(1), new.hash_workers.max(1));
-            if to > from {
-                for index in from..to {
-                    self.supervisor.do_send(AddChild(self.wiring.hasher(index)));
+        let outcome = plan(&message.changed, new.role, (old.hash_workers, new.hash_workers));
+        for change in &outcome {
+            match (&change.action, change.actor.as_str()) {
+                (ChangeAction::Restart, actor) => self.restart(actor, &change.keys),
+                (ChangeAction::Update, "scanner") => {
+                    if let Some(scanner) = self.wiring.scanner.get() {
+                        let scan_now = change
+                            .keys
+                            .iter()
+                            .any(|key| key.starts_with("roots") || key.starts_with("ignore"));
+                        scanner.do_send(UpdateScanner {
+                            settings: self.wiring.scanner_settings(),
+                            scan_now,
+                        });
+                    }
                 }
-            } else {
-                self.wiring.shrink_hashers(to);
-                for index in to..from {
-                    self.supervisor.do_send(RemoveChild(format!("hasher-{index}")));
-                }
-            }
-            info!(self.wiring.log, "hasher pool resized"; "from" => from, "to" => to);
-        }
-        if indexes && (changed("watch") || changed("roots") || changed("ignore")) {
-            let key = if changed("watch") {
-                "watch"
-            } else if changed("roots") {
-                "roots"
-            } else {
-                "ignore.patterns"
-            };
-            self.restart("watcher", key);
-            if changed("watch.debounce") || changed("roots") {
-                self.restart("debouncer", key);
+                (ChangeAction::Update, _) => {}
+                (ChangeAction::Resize { from, to }, _) => self.resize_hashers(*from, *to),
             }
         }
-        let scanner_keys = ["roots", "ignore", "scan"];
-        if indexes && !changed("database") && scanner_keys.iter().any(|key| changed(key)) {
-            if let Some(scanner) = self.wiring.scanner.get() {
-                scanner.do_send(UpdateScanner {
-                    settings: self.wiring.scanner_settings(),
-                    scan_now: changed("roots") || changed("ignore"),
-                });
+        MessageResult(outcome)
+    }
+}
+
+impl Coordinator {
+    fn resize_hashers(&self, from: usize, to: usize) {
+        if to > from {
+            for index in from..to {
+                self.supervisor.do_send(AddChild(self.wiring.hasher(index)));
+            }
+        } else {
+            self.wiring.shrink_hashers(to);
+            for index in to..from {
+                self.supervisor.do_send(RemoveChild(format!("hasher-{index}")));
             }
         }
+        info!(self.wiring.log, "hasher pool resized"; "from" => from, "to" => to);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(list: &[&str]) -> Vec<String> {
+        list.iter().map(|key| key.to_string()).collect()
+    }
+
+    fn change(actor: &str, action: ChangeAction, list: &[&str]) -> ActorChange {
+        ActorChange {
+            actor: actor.into(),
+            action,
+            keys: keys(list),
+        }
+    }
+
+    #[test]
+    fn two_keys_that_need_different_actions_each_name_their_own() {
+        use ChangeAction::*;
+        // The store's credentials and the upload window: the uploader restarts for the
+        // store (the window is a knob, it is not the reason); nothing else is touched.
+        let outcome = plan(&keys(&["storage", "upload.window"]), Role::All, (2, 2));
+        assert_eq!(outcome, vec![change("uploader", Restart, &["storage"])]);
+        // A debounce and a schedule: watcher and debouncer restart for the debounce, the
+        // scanner takes the schedule in place.
+        let outcome = plan(&keys(&["watch.debounce", "scan.schedule"]), Role::All, (2, 2));
+        assert_eq!(
+            outcome,
+            vec![
+                change("scanner", Update, &["scan.schedule"]),
+                change("watcher", Restart, &["watch.debounce"]),
+                change("debouncer", Restart, &["watch.debounce"]),
+            ]
+        );
+        // The database and the bandwidth: every connection holder restarts naming the
+        // database only.
+        let outcome = plan(&keys(&["database.url", "upload.bandwidth_limit"]), Role::All, (2, 2));
+        assert_eq!(
+            outcome,
+            vec![
+                change("registrar", Restart, &["database.url"]),
+                change("scanner", Restart, &["database.url"]),
+                change("uploader", Restart, &["database.url"]),
+            ]
+        );
+        // Concurrency alone: updated in place.
+        let outcome = plan(&keys(&["upload.concurrency"]), Role::All, (2, 2));
+        assert_eq!(outcome, vec![change("uploader", Update, &["upload.concurrency"])]);
+    }
+
+    #[test]
+    fn the_role_limits_the_actors_and_hashers_resize() {
+        use ChangeAction::*;
+        let outcome = plan(&keys(&["roots", "hash.workers"]), Role::Upload, (2, 4));
+        assert_eq!(outcome, vec![change("uploader", Restart, &["roots"])]);
+        let outcome = plan(&keys(&["roots", "hash.workers"]), Role::Index, (2, 4));
+        assert_eq!(
+            outcome,
+            vec![
+                change("scanner", Update, &["roots"]),
+                change("watcher", Restart, &["roots"]),
+                change("debouncer", Restart, &["roots"]),
+                change("hashers", Resize { from: 2, to: 4 }, &["hash.workers"]),
+            ]
+        );
     }
 }

@@ -30,7 +30,7 @@ pub mod watcher;
 
 pub use slot::Slot;
 
-pub use coordinator::{DaemonHandle, Reconfigure};
+pub use coordinator::{plan as reload_plan, ActorChange, ChangeAction, DaemonHandle, Reconfigure, ReloadOutcome};
 
 use crate::catalog::Target;
 use crate::fs::IgnoreMatcher;
@@ -72,11 +72,11 @@ impl Role {
         }
     }
 
-    fn indexes(self) -> bool {
+    pub fn indexes(self) -> bool {
         matches!(self, Role::All | Role::Index)
     }
 
-    fn uploads(self) -> bool {
+    pub fn uploads(self) -> bool {
         matches!(self, Role::All | Role::Upload)
     }
 }

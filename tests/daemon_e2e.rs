@@ -25,12 +25,7 @@ async fn until(daemon: &Daemon, what: &str, timeout: Duration, mut condition: im
 
 /// Everything registered and uploaded: the catalog equals `expected`, the queue is empty.
 async fn synced(database: &Database, expected: &std::collections::BTreeMap<String, (i64, String)>) -> bool {
-    database.live_files("docs").await == *expected
-        && database.count("SELECT count(*) FROM upload_queue").await == 0
-        && database
-            .count("SELECT count(*) FROM file_contents WHERE uploaded_at IS NULL")
-            .await
-            == 0
+    database.synced("docs", expected).await
 }
 
 /// Restart events of `actor`, in order.

@@ -43,12 +43,7 @@ fn write_new_files(tree: &std::path::Path, prefix: &str, count: usize) -> Vec<(S
 }
 
 async fn synced(database: &Database, expected: &BTreeMap<String, (i64, String)>) -> bool {
-    database.live_files("docs").await == *expected
-        && database.count("SELECT count(*) FROM upload_queue").await == 0
-        && database
-            .count("SELECT count(*) FROM file_contents WHERE uploaded_at IS NULL")
-            .await
-            == 0
+    database.synced("docs", expected).await
 }
 
 /// Restarts of `actor` whose reason contains `needle`.

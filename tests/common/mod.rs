@@ -122,6 +122,17 @@ impl Database {
             .get(0)
     }
 
+    /// Everything registered and uploaded: the live files of `root` equal `expected`, the
+    /// queue is empty and every content is stored.
+    pub async fn synced(&self, root: &str, expected: &BTreeMap<String, (i64, String)>) -> bool {
+        self.live_files(root).await == *expected
+            && self.count("SELECT count(*) FROM upload_queue").await == 0
+            && self
+                .count("SELECT count(*) FROM file_contents WHERE uploaded_at IS NULL")
+                .await
+                == 0
+    }
+
     /// Live files as path -> (size, sha256).
     pub async fn live_files(&self, root: &str) -> BTreeMap<String, (i64, String)> {
         let rows = self
@@ -310,19 +321,7 @@ impl Garage {
     }
 
     pub fn store(&self) -> ObjectStore {
-        ObjectStore::S3(S3Store::new(&S3Settings {
-            bucket: self.bucket.clone(),
-            endpoint: Some(self.endpoint.clone()),
-            region: "garage".into(),
-            path_style: true,
-            access_key_id: self.key_id.clone(),
-            secret_access_key: self.secret.clone(),
-            multipart_threshold: 5 << 20,
-            part_size: 5 << 20,
-            ca_pem: None,
-            integrity: Default::default(),
-            timeout: fms_actors::store::DEFAULT_REQUEST_TIMEOUT,
-        }))
+        test_store(&self.bucket, &self.endpoint, "garage", &self.key_id, &self.secret)
     }
 
     /// The `[storage]` section for a configuration file.
@@ -431,19 +430,7 @@ impl S3sFs {
     }
 
     pub fn store(&self) -> ObjectStore {
-        ObjectStore::S3(S3Store::new(&S3Settings {
-            bucket: "fms".into(),
-            endpoint: Some(self.endpoint.clone()),
-            region: "us-east-1".into(),
-            path_style: true,
-            access_key_id: self.key_id.clone(),
-            secret_access_key: self.secret.clone(),
-            multipart_threshold: 5 << 20,
-            part_size: 5 << 20,
-            ca_pem: None,
-            integrity: Default::default(),
-            timeout: fms_actors::store::DEFAULT_REQUEST_TIMEOUT,
-        }))
+        test_store("fms", &self.endpoint, "us-east-1", &self.key_id, &self.secret)
     }
 
     /// Objects as files in its folder, outside `files/` too (probe leftovers would show).
@@ -463,6 +450,23 @@ impl Drop for S3sFs {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The engine's own S3 client for a test server (5 MiB parts, the default checks).
+pub fn test_store(bucket: &str, endpoint: &str, region: &str, key_id: &str, secret: &str) -> ObjectStore {
+    ObjectStore::S3(S3Store::new(&S3Settings {
+        bucket: bucket.into(),
+        endpoint: Some(endpoint.into()),
+        region: region.into(),
+        path_style: true,
+        access_key_id: key_id.into(),
+        secret_access_key: secret.into(),
+        multipart_threshold: 5 << 20,
+        part_size: 5 << 20,
+        ca_pem: None,
+        integrity: Default::default(),
+        timeout: fms_actors::store::DEFAULT_REQUEST_TIMEOUT,
+    }))
 }
 
 /// Error answers of one S3 API endpoint, whatever their status.

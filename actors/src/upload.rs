@@ -158,11 +158,22 @@ impl Uploader {
 
     /// Decide how this store's uploads are verified (`storage.integrity`; `auto` probes the
     /// store), say so in one log event, and record it for `status`. Called before `run`.
+    ///
+    /// A store that does not answer now is not an error here: the uploads meet it as they
+    /// would any outage (backoff, or the daemon's restart, whose next start probes again),
+    /// and meanwhile the checks safe on any store are in force (signed payload and a
+    /// read-back). A store that answers with an error (keys, bucket) is one.
     pub async fn prepare(&self) -> Result<Integrity, UploadError> {
-        let integrity = self.store.prepare_integrity().await.map_err(|error| match error {
-            StoreError::Unavailable(reason) => UploadError::StoreUnavailable(reason),
-            other => UploadError::Store(other.to_string()),
-        })?;
+        let integrity = match self.store.prepare_integrity().await {
+            Ok(integrity) => integrity,
+            Err(StoreError::Unavailable(reason)) => {
+                let safe = self.store.integrity();
+                warn!(self.log, "store integrity not probed"; "store" => self.store.describe(),
+                    "reason" => &reason, "checks" => safe.checks());
+                return Ok(safe);
+            }
+            Err(other) => return Err(UploadError::Store(other.to_string())),
+        };
         info!(self.log, "store integrity"; "store" => self.store.describe(), "mode" => integrity.mode,
             "checks" => integrity.checks(), "reason" => &integrity.reason);
         self.catalog

@@ -109,6 +109,14 @@ impl ObjectStore {
         }
     }
 
+    /// The checks in force now (before a probe, those safe on any store).
+    pub fn integrity(&self) -> Integrity {
+        match self {
+            ObjectStore::S3(store) => store.integrity(),
+            ObjectStore::Local(_) => Integrity::local(),
+        }
+    }
+
     /// Decide how uploads are verified on this store (`storage.integrity`; `auto` probes
     /// it). Called when an uploader starts.
     pub async fn prepare_integrity(&self) -> Result<Integrity, StoreError> {

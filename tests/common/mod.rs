@@ -37,8 +37,16 @@ fn rand_u32() -> u32 {
     u32::from_le_bytes(bytes)
 }
 
+/// A port free now, below the kernel's ephemeral range (32768 and up): the port 0 trick
+/// hands out ports from that range, where the next outgoing connection of any test (to
+/// PostgreSQL, to a store) may take it before the server that was to listen on it binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let port = 20_000 + (rand_u32() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A database of this test's own.
@@ -182,7 +190,47 @@ fn hex(bytes: usize) -> String {
 }
 
 impl Garage {
+    /// A Garage whose S3 and admin ports answer as Garage's; one whose port another
+    /// process took in the meantime is stopped and started again on other ports.
     pub fn start() -> Garage {
+        for _ in 0..5 {
+            let mut garage = Garage::start_once();
+            garage.wait_for_node();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !garage.answers() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if garage.answers() {
+                garage.setup();
+                return garage;
+            }
+            garage.stop();
+        }
+        panic!("garage did not answer on its own ports in five tries");
+    }
+
+    /// The S3 port answers an anonymous request with an S3 XML error, the admin port with
+    /// its metrics.
+    fn answers(&self) -> bool {
+        let ask = |address: &str, path: &str| -> String {
+            let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+                return String::new();
+            };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
+            let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            answer
+        };
+        let s3 = ask(self.endpoint.trim_start_matches("http://"), "/");
+        let admin = ask(&self.admin, "/metrics");
+        s3.starts_with("HTTP/1.")
+            && s3.contains("application/xml")
+            && admin.starts_with("HTTP/1.")
+            && admin.contains(" 200 ")
+    }
+
+    fn start_once() -> Garage {
         let dir = tempfile::tempdir().unwrap();
         let (s3, rpc, admin) = (free_port(), free_port(), free_port());
         let config = dir.path().join("garage.toml");
@@ -207,16 +255,20 @@ impl Garage {
             dir,
         };
         garage.spawn();
-        let node = garage.wait_for_node();
-        garage.cli(&["layout", "assign", "-z", "dc1", "-c", "10G", &node]);
-        garage.cli(&["layout", "apply", "--version", "1"]);
-        let (key_id, secret) = (garage.key_id.clone(), garage.secret.clone());
-        garage.cli(&["key", "import", "--yes", "-n", "test", &key_id, &secret]);
-        garage.cli(&["bucket", "create", "fms"]);
-        garage.cli(&[
+        garage
+    }
+
+    /// Layout, key and bucket.
+    fn setup(&mut self) {
+        let node = self.wait_for_node();
+        self.cli(&["layout", "assign", "-z", "dc1", "-c", "10G", &node]);
+        self.cli(&["layout", "apply", "--version", "1"]);
+        let (key_id, secret) = (self.key_id.clone(), self.secret.clone());
+        self.cli(&["key", "import", "--yes", "-n", "test", &key_id, &secret]);
+        self.cli(&["bucket", "create", "fms"]);
+        self.cli(&[
             "bucket", "allow", "--read", "--write", "--owner", "fms", "--key", &key_id,
         ]);
-        garage
     }
 
     fn spawn(&mut self) {

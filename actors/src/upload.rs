@@ -164,7 +164,17 @@ impl Uploader {
     /// and meanwhile the checks safe on any store are in force (signed payload and a
     /// read-back). A store that answers with an error (keys, bucket) is one.
     pub async fn prepare(&self) -> Result<Integrity, UploadError> {
-        let integrity = match self.store.prepare_integrity().await {
+        // A store that has just started may refuse for a moment (503 while its layout
+        // settles): ask again a few times before going on without a probe.
+        let mut probed = self.store.prepare_integrity().await;
+        for pause_ms in [250, 500, 1000] {
+            if !matches!(probed, Err(StoreError::Unavailable(_))) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            probed = self.store.prepare_integrity().await;
+        }
+        let integrity = match probed {
             Ok(integrity) => integrity,
             Err(StoreError::Unavailable(reason)) => {
                 let safe = self.store.integrity();

@@ -70,3 +70,18 @@ trap 'drop_new_test_databases; stop_services' EXIT
 
 log "running the tests"
 cargo nextest run --workspace --no-fail-fast "$@"
+
+# The image, run as docker/compose.synology.yaml says (the short form: the runtime stage with
+# the binary built above; `scripts/container-test --full` compiles inside the image too).
+if [ "${FMSTEST_SKIP_CONTAINER:-0}" = 1 ]; then
+  log "SKIPPED: the container test (FMSTEST_SKIP_CONTAINER=1)"
+else
+  log "running the container test (scripts/container-test)"
+  status=0
+  scripts/container-test --binary target/debug/filemetasync || status=$?
+  case "$status" in
+    0) log "container test passed" ;;
+    77) log "SKIPPED: the container test could not run on this machine (reason above)" ;;
+    *) log "container test FAILED"; exit 1 ;;
+  esac
+fi

@@ -386,7 +386,13 @@ impl Uploader {
             }
             match self.store.put_file_paced(&content, &path, &knobs.limiter).await {
                 Ok(()) => return ItemOutcome::Stored(item.size),
-                Err(StoreError::ContentMismatch(message)) => last_problem = message,
+                Err(StoreError::ContentMismatch(message)) => {
+                    // The store (or our read-back) refused the bytes; another copy of the
+                    // same content, if any, is tried at once, else the item is retried later.
+                    warn!(self.log, "upload refused: stored bytes did not match";
+                        "sha256" => &item.sha256, "path" => path.display().to_string(), "error" => &message);
+                    last_problem = message;
+                }
                 Err(error) => return self.on_store_error(error),
             }
         }

@@ -21,7 +21,7 @@ from container_checks import expected_paths, free_port
 PROJECT = "fms-trial"
 
 
-def adapt(compose, repo, sample, init_image, binary_from, pg_port, http_port):
+def adapt(compose, repo, sample, init_image, prebuilt, pg_port, http_port):
     """The compose file as it can run here, and the list of what was changed."""
     docker = os.path.join(repo, "docker")
     differences = []
@@ -52,10 +52,10 @@ def adapt(compose, repo, sample, init_image, binary_from, pg_port, http_port):
     old["image"] = init_image
     old["entrypoint"] = ["sh", "/garage-init.sh"]
     services["filemetasync"]["build"]["context"] = repo
-    if binary_from:
-        services["filemetasync"]["build"]["args"] = {"BINARY_FROM": binary_from}
-        differences.append(f"filemetasync: built with BINARY_FROM={binary_from} (the binary built by cargo, "
-                           "not the Dockerfile's build stage)")
+    if prebuilt:
+        services["filemetasync"]["build"]["additional_contexts"] = {"build": prebuilt}
+        differences.append(f"filemetasync: built with additional_contexts build={prebuilt}: the binary cargo "
+                           "built stands in for the Dockerfile's build stage")
     differences.append("db and garage images are local stand-ins under the same names: Debian's postgresql-15 "
                        f"and this machine's Garage ({garage_version()})")
     differences.append("started in two steps (the other services, then filemetasync with --no-deps once its "
@@ -114,7 +114,7 @@ def main():
     parser.add_argument("--work", required=True)
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--init-image", required=True)
-    parser.add_argument("--binary-from", default="")
+    parser.add_argument("--prebuilt", default="", help="a folder standing in for the Dockerfile's build stage")
     parser.add_argument("--files", type=int, default=300)
     options = parser.parse_args()
 
@@ -128,7 +128,7 @@ def main():
     with open(os.path.join(options.repo, "docker", "compose.yaml")) as handle:
         compose = yaml.safe_load(handle)
     pg_port, http_port = free_port(), free_port()
-    compose, differences = adapt(compose, options.repo, sample, options.init_image, options.binary_from,
+    compose, differences = adapt(compose, options.repo, sample, options.init_image, options.prebuilt,
                                  pg_port, http_port)
     file = os.path.join(options.work, "compose.yaml")
     with open(file, "w") as handle:

@@ -53,6 +53,11 @@ enum Command {
     /// Check that the store holds every uploaded content (missing, wrong size; --deep also
     /// re-reads each object and checks its SHA-256; --repair queues them again).
     Verify(commands::verify::VerifyArgs),
+    /// Bring files of a root back as they were at a moment (default now) into a folder,
+    /// every byte checked against its SHA-256.
+    Restore(commands::restore::RestoreArgs),
+    /// Every version of a path: time, event, size, hash, and whether its content is stored.
+    History(commands::restore::HistoryArgs),
     /// Files, contents, bytes, queue depth, failed uploads, last scans.
     Status {
         #[arg(long)]
@@ -121,6 +126,8 @@ fn main() -> ExitCode {
             Command::Migrate => commands::migrate(&config, &log).await,
             Command::Status { json } => commands::status::run(&config, *json).await,
             Command::Verify(args) => commands::verify::run(&config, args).await,
+            Command::Restore(args) => commands::restore::run(&config, args).await,
+            Command::History(args) => commands::restore::history(&config, args).await,
             Command::Config { .. } | Command::Hash { .. } | Command::Run(_) | Command::Health => {
                 unreachable!("handled above")
             }

@@ -12,6 +12,7 @@
 //! * [`catalog`] — PostgreSQL: migrations, registration batches, the upload queue, status.
 //! * [`upload`] — lease queued contents, skip what the store has, store the rest.
 //! * [`store`] — the object store backends (S3-compatible, local folder).
+//! * [`restore`] — files of a root as they were at a moment, back from the store.
 //! * [`daemon`] — the actix actors of `filemetasync run` and their Supervisor.
 //! * [`key`], [`pathenc`] — the object key rule and the lossless path encoding.
 
@@ -22,6 +23,7 @@ pub mod hashing;
 pub mod hooks;
 pub mod key;
 pub mod pathenc;
+pub mod restore;
 pub mod scan;
 pub mod store;
 pub mod upload;

@@ -69,6 +69,12 @@ slim_rootfs() {
     'path-exclude /usr/share/man/*' 'path-exclude /usr/share/groff/*' 'path-exclude /usr/share/info/*' \
     'path-exclude /usr/share/lintian/*' 'path-exclude /usr/share/locale/*' \
     >"$rootfs/etc/dpkg/dpkg.cfg.d/docker-slim"
+  # The published image's apt settings: no package caches kept after apt-get, no
+  # translations fetched.
+  printf '%s\n' 'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+    'APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+    'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";' >"$rootfs/etc/apt/apt.conf.d/docker-clean"
+  echo 'Acquire::Languages "none";' >"$rootfs/etc/apt/apt.conf.d/docker-no-languages"
   find "$rootfs/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
   local dir
   for dir in man groff info lintian locale; do
@@ -86,12 +92,17 @@ ensure_rust_image() {
   local toolchain context="$SERVICES_DIR/rust-image"
   toolchain=$(rustc --print sysroot)
   log "making $RUST_IMAGE from $DEBIAN_IMAGE and $toolchain (once)"
-  mkdir -p "$context/rust"
+  mkdir -p "$context/rust" "$context/ca"
   cp -a "$toolchain/bin" "$toolchain/lib" "$context/rust/"
+  # Where this machine reaches crates.io through a TLS proxy, its CA must be trusted in the
+  # build stage too (the certificates added locally to the host's store).
+  cp /usr/local/share/ca-certificates/*.crt "$context/ca/" 2>/dev/null || true
   cat >"$context/Containerfile" <<EOF
 FROM $DEBIAN_IMAGE
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates gcc libc6-dev \\
     && rm -rf /var/lib/apt/lists/*
+COPY ca /usr/local/share/ca-certificates
+RUN update-ca-certificates
 COPY rust /usr/local/rust
 ENV CARGO_HOME=/usr/local/cargo PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 EOF

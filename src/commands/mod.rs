@@ -1,6 +1,7 @@
 //! One module per command of the command line (design §6).
 
 pub mod health;
+pub mod restore;
 pub mod run;
 pub mod scan;
 pub mod status;

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../migrations/0005_store_checks.sql"),
     ),
     (6, "counters", include_str!("../../../migrations/0006_counters.sql")),
+    (
+        7,
+        "event_versions",
+        include_str!("../../../migrations/0007_event_versions.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).

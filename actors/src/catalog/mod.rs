@@ -4,6 +4,7 @@
 //! `Catalog`, i.e. its own connection; writes that belong together go in one transaction.
 
 mod bounded;
+mod history;
 pub mod migrate;
 mod queue;
 mod register;
@@ -11,6 +12,7 @@ mod status;
 pub mod tls;
 mod verify;
 
+pub use history::{HistoryEntry, MomentCheck};
 pub use queue::{QueueItem, SourceFile};
 pub use register::{BatchOutcome, Deletion, Move, Registration};
 pub use status::{ProcessStatus, QueueCounts, ScanRecord, StatusReport, StoreCheck};

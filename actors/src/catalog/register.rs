@@ -93,12 +93,13 @@ const UPSERT_FILES: &str = "
            SET path_encoding = excluded.path_encoding, size = excluded.size, mtime = excluded.mtime,
                mtime_ns = excluded.mtime_ns, inode = excluded.inode, device = excluded.device,
                sha256 = excluded.sha256, agent = excluded.agent, updated_at = now(), deleted_at = NULL
-        RETURNING id, path, sha256),
+        RETURNING id, path, sha256, path_encoding, size, mtime_ns),
     events AS (
-        INSERT INTO file_events (agent, file_id, kind, root, old_path, new_path, old_sha256, new_sha256)
+        INSERT INTO file_events (agent, file_id, kind, root, old_path, new_path, old_sha256, new_sha256,
+                                 path_encoding, size, mtime_ns)
         SELECT $9, w.id,
                CASE WHEN o.id IS NULL THEN 'created' WHEN o.deleted_at IS NOT NULL THEN 'restored' ELSE 'modified' END,
-               $1, o.path, w.path, o.sha256, w.sha256
+               $1, o.path, w.path, o.sha256, w.sha256, w.path_encoding, w.size, w.mtime_ns
           FROM written w LEFT JOIN old o ON o.id = w.id
          WHERE o.id IS NULL OR o.deleted_at IS NOT NULL OR o.sha256 <> w.sha256
         RETURNING kind)
@@ -120,9 +121,11 @@ const MOVE_FILES: &str = "
                updated_at = now(), deleted_at = NULL
           FROM input i
          WHERE f.id = i.id AND f.root = $1 AND f.id IN (SELECT id FROM locked)
-        RETURNING f.id, f.path)
-    INSERT INTO file_events (agent, file_id, kind, root, old_path, new_path, old_sha256, new_sha256)
-    SELECT $9, m.id, 'moved', $1, o.path, m.path, o.sha256, o.sha256 FROM moved m JOIN old o USING (id)";
+        RETURNING f.id, f.path, f.path_encoding, f.size, f.mtime_ns)
+    INSERT INTO file_events (agent, file_id, kind, root, old_path, new_path, old_sha256, new_sha256,
+                             path_encoding, size, mtime_ns)
+    SELECT $9, m.id, 'moved', $1, o.path, m.path, o.sha256, o.sha256, m.path_encoding, m.size, m.mtime_ns
+      FROM moved m JOIN old o USING (id)";
 
 const SOFT_DELETE: &str = "
     WITH deleted AS (

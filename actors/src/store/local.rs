@@ -95,6 +95,26 @@ impl LocalStore {
         .map_err(|error| StoreError::Other(error.to_string()))?
     }
 
+    /// Copy the object to `dest`, hashing it on the way (see `ObjectStore::download`).
+    pub async fn download(&self, key: &str, dest: &Path) -> Result<Option<(String, u64)>, StoreError> {
+        let path = self.object_path(key);
+        let dest = dest.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let source = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(error) => return Err(StoreError::Other(format!("{}: {error}", path.display()))),
+            };
+            let mut target = std::fs::File::create(&dest)
+                .map_err(|error| StoreError::Other(format!("{}: {error}", dest.display())))?;
+            copy_hashing(source, &mut target)
+                .map(Some)
+                .map_err(|error| StoreError::Other(format!("{}: {error}", path.display())))
+        })
+        .await
+        .map_err(|error| StoreError::Other(error.to_string()))?
+    }
+
     pub async fn read_digest(&self, key: &str) -> Result<Option<(String, u64)>, StoreError> {
         let path = self.object_path(key);
         tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {

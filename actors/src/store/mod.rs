@@ -92,6 +92,24 @@ impl ObjectStore {
         }
     }
 
+    /// Write the object under `key` to the file `dest` (created or truncated), hashing it on
+    /// the way: its SHA-256 and size, or None when the store has no such object. The caller
+    /// compares the hash before it uses the file.
+    pub async fn download(&self, key: &str, dest: &Path) -> Result<Option<(String, u64)>, StoreError> {
+        match self {
+            ObjectStore::S3(store) => {
+                let mut file = std::fs::File::create(dest)
+                    .map_err(|error| StoreError::Other(format!("{}: {error}", dest.display())))?;
+                let mut writer = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+                let digest = store.read_into(key, &mut writer).await?;
+                std::io::Write::flush(&mut writer)
+                    .map_err(|error| StoreError::Other(format!("{}: {error}", dest.display())))?;
+                Ok(digest)
+            }
+            ObjectStore::Local(store) => store.download(key, dest).await,
+        }
+    }
+
     /// Remove the object under `key` (`verify --repair`, for an object whose bytes are wrong,
     /// so that the upload that replaces it is not skipped as already stored).
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {

@@ -423,6 +423,16 @@ impl S3Store {
     }
 
     pub async fn read_digest(&self, key: &str) -> Result<Option<(String, u64)>, StoreError> {
+        self.read_into(key, &mut std::io::sink()).await
+    }
+
+    /// Stream the object into `sink`, hashing it on the way: its SHA-256 and size, or None
+    /// when there is no such object.
+    pub async fn read_into(
+        &self,
+        key: &str,
+        sink: &mut impl std::io::Write,
+    ) -> Result<Option<(String, u64)>, StoreError> {
         let output = self
             .bounded("GET", key, 0, async {
                 match self.client.get_object().bucket(&self.bucket).key(key).send().await {
@@ -447,6 +457,8 @@ impl S3Store {
                 .await?;
             let Some(chunk) = next else { break };
             hasher.update(&chunk);
+            sink.write_all(&chunk)
+                .map_err(|error| StoreError::Other(format!("GET {key}: cannot write what was read: {error}")))?;
             total += chunk.len() as u64;
         }
         Ok(Some((hex::encode(hasher.finalize()), total)))

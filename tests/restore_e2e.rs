@@ -1,0 +1,375 @@
+//! `restore` and `history` against a real PostgreSQL and Garage (or the local store, where a
+//! test damages an object on disk): a tree changed in five rounds comes back exactly as it
+//! was after each round; a damaged object fails its files by name while the others restore;
+//! a killed restore finishes when run again without downloading what is already right; bad
+//! requests get one line and exit 2 with nothing written.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every file under `dir` (staging and part files included, so that a leftover shows):
+/// relative path bytes -> (SHA-256, mtime in ns).
+fn snapshot(dir: &Path) -> BTreeMap<Vec<u8>, (String, i64)> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|entry| entry.file_type().is_file())
+        .map(|entry| {
+            let metadata = entry.metadata().unwrap();
+            let relative = entry.path().strip_prefix(dir).unwrap().as_os_str().as_bytes().to_vec();
+            let (sha256, _) = fms_actors::fs::hash::digest(std::fs::File::open(entry.path()).unwrap()).unwrap();
+            (
+                relative,
+                (sha256, metadata.mtime() * 1_000_000_000 + metadata.mtime_nsec()),
+            )
+        })
+        .collect()
+}
+
+fn show(tree: &BTreeMap<Vec<u8>, (String, i64)>) -> Vec<String> {
+    tree.iter()
+        .map(|(path, (sha, mtime))| format!("{} {} {mtime}", String::from_utf8_lossy(path), &sha[..8]))
+        .collect()
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn noise(seed: u64, size: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..size)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect()
+}
+
+fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    // Seconds and nanoseconds as RFC 3339 in UTC, without a date library.
+    let output = std::process::Command::new("date")
+        .args([
+            "-u",
+            "-d",
+            &format!("@{}.{:09}", now.as_secs(), now.subsec_nanos()),
+            "+%Y-%m-%dT%H:%M:%S.%NZ",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+fn restore(fms: &Fms, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut all = vec!["restore", "--json"];
+    all.extend_from_slice(args);
+    let output = fms.run(&all);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    (output.status.code().unwrap_or(-1), report, format!("{stdout}{stderr}"))
+}
+
+fn odd_name(dir: &Path) -> PathBuf {
+    dir.join(std::ffi::OsString::from_vec(b"caf\xe9 plan.txt".to_vec()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_of_five_rounds_comes_back_byte_for_byte_with_its_mtimes() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("docs");
+    let database = Database::create("restore_rounds").await;
+    let garage = Garage::start();
+    let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], "");
+
+    let rounds: [fn(&Path); 5] = [
+        |t: &Path| {
+            write(&t.join("a.txt"), b"first a\n");
+            write(&t.join("Plaene/b.pdf"), &noise(1, 30_000));
+            write(&t.join("Plaene/c.dwg"), &noise(2, 50_000));
+            // Above the tests' 5 MiB multipart threshold.
+            write(&t.join("Modelle/gross.ifc"), &noise(3, 6 << 20));
+            write(&t.join("dup1.txt"), b"same bytes\n");
+            write(&t.join("Kopie/dup2.txt"), b"same bytes\n");
+            write(&odd_name(t), b"latin-1 name\n");
+            write(&t.join("Projekt/x/1.txt"), b"one\n");
+            write(&t.join("Projekt/x/2.txt"), b"two\n");
+        },
+        |t: &Path| {
+            write(&t.join("a.txt"), b"second a, longer\n");
+            std::fs::rename(t.join("Plaene/b.pdf"), t.join("Plaene/b umbenannt.pdf")).unwrap();
+            std::fs::remove_file(t.join("Plaene/c.dwg")).unwrap();
+            write(&t.join("Modelle/gross.ifc"), &noise(4, 6 << 20));
+        },
+        |t: &Path| {
+            write(&t.join("Plaene/c.dwg"), &noise(5, 20_000));
+            std::fs::rename(t.join("Projekt/x"), t.join("Projekt/y")).unwrap();
+            std::fs::remove_file(odd_name(t)).unwrap();
+        },
+        |t: &Path| {
+            write(&t.join("dup1.txt"), b"now different\n");
+            write(&t.join("neu/\u{fc}ber.txt"), b"umlaut\n");
+            std::fs::remove_file(t.join("a.txt")).unwrap();
+        },
+        |t: &Path| {
+            write(&odd_name(t), b"latin-1 name\n");
+            std::fs::rename(t.join("Projekt/y"), t.join("Projekt/x")).unwrap();
+            write(&t.join("Modelle/gross.ifc"), &noise(6, 6 << 20 | 12345));
+            write(&t.join("a.txt"), b"first a\n");
+        },
+    ];
+    let mut moments = Vec::new();
+    for (number, round) in rounds.iter().enumerate() {
+        round(&tree);
+        let summary = fms.scan(0);
+        assert_eq!(summary["totals"]["failed"], 0, "round {}: {summary}", number + 1);
+        moments.push((now_rfc3339(), snapshot(&tree)));
+        // Whatever the next round does happens after this moment.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (number, (at, expected)) in moments.iter().enumerate() {
+        let out = work.path().join(format!("restored-{}", number + 1));
+        let (code, report, output) = restore(&fms, &["--root", "docs", "--at", at, "--to", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "round {}: {output}", number + 1);
+        assert_eq!(report["files"], expected.len() as u64, "round {}: {report}", number + 1);
+        let restored = snapshot(&out);
+        assert_eq!(show(&restored), show(expected), "round {} at {at}", number + 1);
+    }
+    // Contents shared by several paths were downloaded once.
+    let (_, report, _) = restore(
+        &fms,
+        &[
+            "--root",
+            "docs",
+            "--at",
+            &moments[0].0,
+            "--to",
+            work.path().join("again").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(report["restored"], 9);
+    assert_eq!(
+        report["downloaded_contents"], 8,
+        "dup1.txt and Kopie/dup2.txt share one download: {report}"
+    );
+
+    // One path and one folder, at round 2.
+    let out = work.path().join("some");
+    let (code, report, output) = restore(
+        &fms,
+        &[
+            "--root",
+            "docs",
+            "--at",
+            &moments[1].0,
+            "--to",
+            out.to_str().unwrap(),
+            "a.txt",
+            "Projekt",
+        ],
+    );
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(report["restored"], 3, "{report}");
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"second a, longer\n");
+    assert!(out.join("Projekt/x/2.txt").exists());
+
+    // The history of a.txt: created, modified, deleted, created again.
+    let output = fms.run(&["history", "--root", "docs", "a.txt", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let history: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    let kinds: Vec<&str> = history.iter().map(|entry| entry["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["created", "modified", "deleted", "restored"], "{history:?}");
+    assert!(history.iter().all(|entry| entry["stored"] == true), "{history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_object_fails_its_files_by_name_and_the_others_restore() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("docs");
+    let store = work.path().join("store");
+    let manifest = make_corpus(&tree, 60, &["--large", "0"]);
+    let database = Database::create("restore_damaged").await;
+    let fms = Fms::new(
+        &database,
+        &format!("[storage]\nkind = \"local\"\npath = \"{}\"\n", store.display()),
+        &[("docs", &tree)],
+        "",
+    );
+    fms.scan(0);
+    let expected = expected_files(&manifest);
+    // Damage the object of one content (a byte flipped in the middle).
+    let (victim_path, (_, victim_sha)) = expected.iter().find(|(_, (size, _))| *size > 100).unwrap();
+    let object = walkdir::WalkDir::new(&store)
+        .into_iter()
+        .map(Result::unwrap)
+        .find(|entry| entry.file_name().to_string_lossy().starts_with(victim_sha.as_str()))
+        .expect("the object is stored")
+        .into_path();
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&object, bytes).unwrap();
+
+    let out = work.path().join("out");
+    let (code, report, output) = restore(&fms, &["--root", "docs", "--to", out.to_str().unwrap()]);
+    assert_eq!(code, 1, "{output}");
+    let failed = report["failed"].as_array().unwrap();
+    let holders: Vec<&String> = expected
+        .iter()
+        .filter(|(_, (_, sha))| sha == victim_sha)
+        .map(|(p, _)| p)
+        .collect();
+    assert_eq!(failed.len(), holders.len(), "{report}");
+    assert!(failed.iter().any(|f| f["path"] == victim_path.as_str()), "{report}");
+    for failure in failed {
+        assert_eq!(failure["sha256"], victim_sha.as_str());
+        assert!(
+            failure["reason"].as_str().unwrap().contains(victim_sha.as_str()),
+            "{failure}"
+        );
+    }
+    // Everything else is there and right; nothing at the damaged content's paths.
+    let restored = snapshot(&out);
+    assert_eq!(restored.len(), expected.len() - holders.len());
+    for (path, (_, sha)) in &expected {
+        match restored.get(path.as_bytes()) {
+            Some((found, _)) => assert_eq!(found, sha, "{path}"),
+            None => assert!(holders.contains(&path), "{path} missing"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_restore_finishes_when_run_again_without_downloading_what_is_right() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("docs");
+    let manifest = make_corpus(&tree, 400, &["--large", "3", "--large-mib", "20"]);
+    let database = Database::create("restore_killed").await;
+    let garage = Garage::start();
+    let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], "");
+    fms.scan(0);
+    let expected = expected_files(&manifest);
+
+    let out = work.path().join("out");
+    let mut running = fms.spawn(&[
+        "restore",
+        "--root",
+        "docs",
+        "--to",
+        out.to_str().unwrap(),
+        "--parallel",
+        "1",
+    ]);
+    // Kill it once some files are in place, well before the end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while snapshot_count(&out) < 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let child = running.child();
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the restore was killed, not finished");
+
+    // No partial or wrong file at any target path.
+    let after_kill = snapshot(&out);
+    let mut right = 0;
+    for (path, (sha, _)) in &after_kill {
+        let name = String::from_utf8_lossy(path);
+        if name.starts_with(".filemetasync-restore/") || name.ends_with(".filemetasync-part") {
+            continue;
+        }
+        assert_eq!(
+            Some(sha),
+            expected.get(name.as_ref()).map(|(_, s)| s),
+            "{name} after the kill"
+        );
+        right += 1;
+    }
+    assert!(
+        right >= 20 && right < expected.len(),
+        "killed in the middle: {right} of {}",
+        expected.len()
+    );
+
+    let (code, report, output) = restore(&fms, &["--root", "docs", "--to", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(report["already_right"], right as u64, "{report}");
+    assert_eq!(report["restored"], (expected.len() - right) as u64, "{report}");
+    let restored = snapshot(&out);
+    let got: BTreeMap<String, String> = restored
+        .iter()
+        .map(|(path, (sha, _))| (String::from_utf8_lossy(path).into_owned(), sha.clone()))
+        .collect();
+    let want: BTreeMap<String, String> = expected.iter().map(|(p, (_, s))| (p.clone(), s.clone())).collect();
+    assert_eq!(got, want, "the finished tree, with no staging or part file left");
+}
+
+fn snapshot_count(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_type().is_file() && !entry.path().to_string_lossy().contains(".filemetasync"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_one_line_and_exit_2_with_nothing_written() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("docs");
+    make_corpus(&tree, 20, &["--large", "0"]);
+    let database = Database::create("restore_bad").await;
+    let garage = Garage::start();
+    let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], "");
+    let before_first_scan = now_rfc3339();
+    std::thread::sleep(Duration::from_millis(50));
+    fms.scan(0);
+    let out = work.path().join("out");
+    let to = out.to_str().unwrap();
+    let inside = tree.join("restored");
+    let cases: &[(&[&str], &str)] = &[
+        (&["--root", "nope", "--to", to], "no root \"nope\""),
+        (
+            &["--root", "docs", "--to", inside.to_str().unwrap()],
+            "inside the watched root docs",
+        ),
+        (
+            &["--root", "docs", "--to", to, "--at", "2999-01-01T00:00:00Z"],
+            "in the future",
+        ),
+        (
+            &["--root", "docs", "--to", to, "--at", &before_first_scan],
+            "before root docs's first scan",
+        ),
+        (
+            &["--root", "docs", "--to", to, "--at", "yesterday-ish"],
+            "is not a moment",
+        ),
+        (&["--root", "docs", "--to", to, "a/[b"], "not a valid glob"),
+    ];
+    for (args, message) in cases {
+        let mut all = vec!["restore"];
+        all.extend_from_slice(args);
+        let output = fms.run(&all);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!out.exists() && !inside.exists(), "{args:?} wrote something");
+    }
+    let output = fms.run(&["restore", "--root", "docs", "--to", to, "no/such/*.pdf"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("nothing to restore"));
+    assert!(!out.exists());
+}

@@ -74,6 +74,11 @@ enum Command {
     /// Ask the running daemon's /healthz; exit 0 when it is healthy (the container's
     /// HEALTHCHECK).
     Health,
+    /// The catalog kept in the bucket: export, list, and import into a new database.
+    Catalog {
+        #[command(subcommand)]
+        action: commands::catalog::CatalogAction,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => commands::verify::run(&config, args).await,
             Command::Restore(args) => commands::restore::run(&config, args).await,
             Command::History(args) => commands::restore::history(&config, args).await,
+            Command::Catalog { action } => commands::catalog::run(&config, action).await,
             Command::Config { .. } | Command::Hash { .. } | Command::Run(_) | Command::Health => {
                 unreachable!("handled above")
             }

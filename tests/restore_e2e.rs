@@ -373,3 +373,80 @@ async fn bad_requests_get_one_line_and_exit_2_with_nothing_written() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("nothing to restore"));
     assert!(!out.exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_database_comes_back_from_the_bucket_and_restores_the_same_trees() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("docs");
+    let manifest = make_corpus(&tree, 200, &["--large", "1", "--large-mib", "6"]);
+    let database = Database::create("catalog_lost").await;
+    let garage = Garage::start();
+    let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], "");
+    fms.scan(0);
+    let first = now_rfc3339();
+    std::thread::sleep(Duration::from_millis(50));
+    // A second round: one file gone, one changed, one new.
+    let expected = expected_files(&manifest);
+    let mut paths = expected.keys();
+    std::fs::remove_file(tree.join(paths.next().unwrap())).unwrap();
+    write(&tree.join(paths.next().unwrap()), b"changed after the first scan\n");
+    write(&tree.join("neu/nach dem Export.txt"), b"new\n");
+    fms.scan(0);
+    let before = work.path().join("before-first");
+    assert_eq!(restore(&fms, &["--root", "docs", "--at", &first, "--to", before.to_str().unwrap()]).0, 0);
+
+    let output = fms.run(&["catalog", "export", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let exported: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let key = exported["key"].as_str().unwrap();
+    assert!(key.starts_with("_filemetasync/catalog/") && key.ends_with(".fmscatalog.gz"), "{exported}");
+
+    // The database is lost.
+    let admin_url = std::env::var("FMSTEST_PG_ADMIN_URL").unwrap();
+    let name = database.url.rsplit('/').next().unwrap().to_owned();
+    drop(database);
+    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+
+    let rebuilt = Database::create("catalog_rebuilt").await;
+    let fms = Fms::new(&rebuilt, &garage.storage_toml(), &[("docs", &tree)], "");
+    let output = fms.run(&["catalog", "import", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let imported: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(imported["key"], key);
+    assert_eq!(imported["missing_objects"], 0, "{imported}");
+    assert_eq!(imported["queued"], 0, "{imported}");
+    rebuilt.assert_counts_match().await;
+    // A second import into the now filled catalog is refused, and changes nothing.
+    let again = fms.run(&["catalog", "import"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+
+    // The same trees come back: now (equal to the disk) and before the second round.
+    let now_out = work.path().join("now");
+    let (code, _, output) = restore(&fms, &["--root", "docs", "--to", now_out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(show(&snapshot(&now_out)), show(&snapshot_registered(&tree)));
+    let first_out = work.path().join("first");
+    let (code, _, output) = restore(&fms, &["--root", "docs", "--at", &first, "--to", first_out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(show(&snapshot(&first_out)), show(&snapshot(&before)));
+    // And the rebuilt catalog equals the disk: a scan finds nothing to do.
+    let summary = fms.scan(0);
+    for counter in ["new", "changed", "moved", "deleted"] {
+        assert_eq!(summary["totals"][counter], 0, "{counter}: {summary}");
+    }
+    assert_eq!(summary["uploaded"], 0, "{summary}");
+}
+
+/// The snapshot of what a sync registers of `tree`: the built-in ignore rules applied.
+fn snapshot_registered(tree: &Path) -> BTreeMap<Vec<u8>, (String, i64)> {
+    let matcher = fms_actors::fs::ignore::IgnoreMatcher::new::<&str>(&[]).unwrap();
+    let mut all = snapshot(tree);
+    all.retain(|path, _| !matcher.is_ignored_path(Path::new(std::ffi::OsStr::from_bytes(path))));
+    all
+}

@@ -16,6 +16,7 @@
 //! * [`daemon`] — the actix actors of `filemetasync run` and their Supervisor.
 //! * [`key`], [`pathenc`] — the object key rule and the lossless path encoding.
 
+pub mod backup;
 pub mod catalog;
 pub mod daemon;
 pub mod fs;

@@ -1,5 +1,6 @@
 //! One module per command of the command line (design §6).
 
+pub mod catalog;
 pub mod health;
 pub mod restore;
 pub mod run;

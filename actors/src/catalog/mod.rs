@@ -4,6 +4,7 @@
 //! `Catalog`, i.e. its own connection; writes that belong together go in one transaction.
 
 mod bounded;
+pub mod export;
 mod history;
 pub mod migrate;
 mod queue;

@@ -73,7 +73,13 @@ impl LocalStore {
     }
 
     pub async fn list_keys(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let folder = self.base.join("files");
+        self.list_folder("files").await
+    }
+
+    /// The objects directly in `folder` (a key prefix without its trailing slash).
+    pub async fn list_folder(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let folder = self.base.join(prefix);
+        let prefix = prefix.to_owned();
         tokio::task::spawn_blocking(move || {
             let entries = match std::fs::read_dir(&folder) {
                 Ok(entries) => entries,
@@ -87,7 +93,7 @@ impl LocalStore {
                     .metadata()
                     .map_err(|error| StoreError::Other(error.to_string()))?
                     .len();
-                keys.push((format!("files/{}", entry.file_name().to_string_lossy()), size));
+                keys.push((format!("{prefix}/{}", entry.file_name().to_string_lossy()), size));
             }
             Ok(keys)
         })

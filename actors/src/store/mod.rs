@@ -15,6 +15,9 @@ pub use s3::{request_url, sdk_endpoint, S3Settings, S3Store, DEFAULT_REQUEST_TIM
 
 use std::path::Path;
 
+/// Where catalog exports go: outside `files/`, so that no content key can clash with them.
+pub const CATALOG_EXPORT_PREFIX: &str = "_filemetasync/catalog/";
+
 /// What went wrong with a store operation, split by what the caller does next.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,6 +92,45 @@ impl ObjectStore {
         match self {
             ObjectStore::S3(store) => store.read_digest(key).await,
             ObjectStore::Local(store) => store.read_digest(key).await,
+        }
+    }
+
+    /// Store a catalog export (a file of ours, not a content) under `key`, which must be
+    /// under [`CATALOG_EXPORT_PREFIX`]; verified like any upload.
+    pub async fn put_export(&self, key: &str, source: &Path) -> Result<(), StoreError> {
+        let name = key.strip_prefix(CATALOG_EXPORT_PREFIX).unwrap_or("");
+        if name.is_empty() || name.contains('/') {
+            return Err(StoreError::Other(format!("refusing export key {key:?}")));
+        }
+        let path = source.to_owned();
+        let (sha256, size) = tokio::task::spawn_blocking(move || std::fs::File::open(path).and_then(crate::fs::hash::digest))
+            .await
+            .map_err(|error| StoreError::Other(error.to_string()))?
+            .map_err(|error| StoreError::Other(format!("{}: {error}", source.display())))?;
+        let content = Content {
+            sha256,
+            size,
+            key: key.to_owned(),
+        };
+        match self {
+            ObjectStore::S3(store) => {
+                store
+                    .put_file(&content, source, &crate::upload_controls::RateLimiter::new(0))
+                    .await
+            }
+            ObjectStore::Local(store) => store.put_file(&content, source).await,
+        }
+    }
+
+    /// The catalog exports in the store, with their sizes.
+    pub async fn list_exports(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        match self {
+            ObjectStore::S3(store) => store.list_prefix(CATALOG_EXPORT_PREFIX).await,
+            ObjectStore::Local(store) => {
+                store
+                    .list_folder(CATALOG_EXPORT_PREFIX.trim_end_matches('/'))
+                    .await
+            }
         }
     }
 

@@ -393,19 +393,31 @@ async fn a_dropped_database_comes_back_from_the_bucket_and_restores_the_same_tre
     write(&tree.join("neu/nach dem Export.txt"), b"new\n");
     fms.scan(0);
     let before = work.path().join("before-first");
-    assert_eq!(restore(&fms, &["--root", "docs", "--at", &first, "--to", before.to_str().unwrap()]).0, 0);
+    assert_eq!(
+        restore(
+            &fms,
+            &["--root", "docs", "--at", &first, "--to", before.to_str().unwrap()]
+        )
+        .0,
+        0
+    );
 
     let output = fms.run(&["catalog", "export", "--json"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let exported: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let key = exported["key"].as_str().unwrap();
-    assert!(key.starts_with("_filemetasync/catalog/") && key.ends_with(".fmscatalog.gz"), "{exported}");
+    assert!(
+        key.starts_with("_filemetasync/catalog/") && key.ends_with(".fmscatalog.gz"),
+        "{exported}"
+    );
 
     // The database is lost.
     let admin_url = std::env::var("FMSTEST_PG_ADMIN_URL").unwrap();
     let name = database.url.rsplit('/').next().unwrap().to_owned();
     drop(database);
-    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await.unwrap();
+    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(connection);
     admin
         .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
@@ -432,7 +444,10 @@ async fn a_dropped_database_comes_back_from_the_bucket_and_restores_the_same_tre
     assert_eq!(code, 0, "{output}");
     assert_eq!(show(&snapshot(&now_out)), show(&snapshot_registered(&tree)));
     let first_out = work.path().join("first");
-    let (code, _, output) = restore(&fms, &["--root", "docs", "--at", &first, "--to", first_out.to_str().unwrap()]);
+    let (code, _, output) = restore(
+        &fms,
+        &["--root", "docs", "--at", &first, "--to", first_out.to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{output}");
     assert_eq!(show(&snapshot(&first_out)), show(&snapshot(&before)));
     // And the rebuilt catalog equals the disk: a scan finds nothing to do.

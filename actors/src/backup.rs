@@ -37,7 +37,12 @@ fn export_key(agent: &str) -> String {
 }
 
 /// Export the catalog into the store, then keep only the newest `keep` exports.
-pub async fn export(catalog: &mut Catalog, store: &ObjectStore, agent: &str, keep: usize) -> Result<ExportReport, String> {
+pub async fn export(
+    catalog: &mut Catalog,
+    store: &ObjectStore,
+    agent: &str,
+    keep: usize,
+) -> Result<ExportReport, String> {
     let file = tempfile::NamedTempFile::new().map_err(|error| format!("cannot create a temporary file: {error}"))?;
     let mut encoder = flate2::write::GzEncoder::new(BufWriter::new(file.as_file()), flate2::Compression::fast());
     let tables = catalog.export(&mut encoder).await.map_err(|error| describe(&error))?;
@@ -95,13 +100,20 @@ pub async fn import(catalog: &mut Catalog, store: &ObjectStore, key: Option<&str
                 format!("{CATALOG_EXPORT_PREFIX}{key}")
             };
             if !exports.iter().any(|(found, _)| *found == key) {
-                return Err(format!("no export {key} in the store ({} exports there)", exports.len()));
+                return Err(format!(
+                    "no export {key} in the store ({} exports there)",
+                    exports.len()
+                ));
             }
             key
         }
         None => match exports.last() {
             Some((key, _)) => key.clone(),
-            None => return Err(format!("no catalog export in the store (nothing under {CATALOG_EXPORT_PREFIX})")),
+            None => {
+                return Err(format!(
+                    "no catalog export in the store (nothing under {CATALOG_EXPORT_PREFIX})"
+                ))
+            }
         },
     };
     let file = tempfile::NamedTempFile::new().map_err(|error| format!("cannot create a temporary file: {error}"))?;
@@ -115,7 +127,11 @@ pub async fn import(catalog: &mut Catalog, store: &ObjectStore, key: Option<&str
         .await
         .map_err(|error| format!("cannot list the store's contents: {error}"))?
         .into_iter()
-        .filter_map(|(key, _)| key.strip_prefix("files/").and_then(|rest| rest.get(..64)).map(str::to_owned))
+        .filter_map(|(key, _)| {
+            key.strip_prefix("files/")
+                .and_then(|rest| rest.get(..64))
+                .map(str::to_owned)
+        })
         .collect();
     let reader = std::fs::File::open(file.path()).map_err(|error| format!("cannot read the export: {error}"))?;
     let mut input = BufReader::with_capacity(1 << 20, flate2::read::GzDecoder::new(reader));

@@ -41,7 +41,11 @@ pub async fn run(config: &Config, action: &CatalogAction) -> anyhow::Result<Exit
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 let rows: u64 = report.tables.0.iter().map(|(_, rows)| rows).sum();
-                println!("exported {rows} rows ({}) to {}", bytesize::ByteSize(report.bytes), report.key);
+                println!(
+                    "exported {rows} rows ({}) to {}",
+                    bytesize::ByteSize(report.bytes),
+                    report.key
+                );
                 for old in &report.pruned {
                     println!("pruned {old}");
                 }

@@ -10,7 +10,27 @@ pub mod verify;
 
 use crate::config::Config;
 use slog::{info, Logger};
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
+
+/// A spinner on stderr with the line `message` gives, redrawn five times a second while the
+/// command works; none when stderr is not a terminal. Finish it with `finish_and_clear`.
+pub fn spinner(message: impl Fn() -> String + Send + 'static) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    let shown = bar.clone();
+    tokio::spawn(async move {
+        while !shown.is_finished() {
+            shown.set_message(message());
+            shown.tick();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    Some(bar)
+}
 
 /// `filemetasync migrate`: bring the catalog schema up to date.
 pub async fn migrate(config: &Config, log: &Logger) -> anyhow::Result<ExitCode> {

@@ -9,12 +9,10 @@ use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use fms_actors::catalog::Catalog;
 use fms_actors::pathenc;
 use fms_actors::restore::{self, Existing, RestoreError, RestoreProgress, RestoreRequest};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct RestoreArgs {
@@ -302,25 +300,15 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 fn show_progress(progress: Arc<RestoreProgress>) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new_spinner();
-    let shown = bar.clone();
-    tokio::spawn(async move {
-        while !shown.is_finished() {
-            shown.set_message(format!(
-                "restored {} of {} files · {} of {}",
-                progress.files_done.load(Ordering::Relaxed),
-                progress.files_total.load(Ordering::Relaxed),
-                bytesize::ByteSize(progress.bytes_done.load(Ordering::Relaxed)),
-                bytesize::ByteSize(progress.bytes_total.load(Ordering::Relaxed))
-            ));
-            shown.tick();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    Some(bar)
+    super::spinner(move || {
+        format!(
+            "restored {} of {} files · {} of {}",
+            progress.files_done.load(Ordering::Relaxed),
+            progress.files_total.load(Ordering::Relaxed),
+            bytesize::ByteSize(progress.bytes_done.load(Ordering::Relaxed)),
+            bytesize::ByteSize(progress.bytes_total.load(Ordering::Relaxed))
+        )
+    })
 }
 
 #[cfg(test)]

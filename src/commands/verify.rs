@@ -6,11 +6,10 @@
 use crate::app;
 use crate::config::Config;
 use fms_actors::verify::{verify, Problem, VerifyProgress};
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
@@ -79,21 +78,11 @@ pub async fn run(config: &Config, args: &VerifyArgs) -> anyhow::Result<ExitCode>
 }
 
 fn show_progress(progress: Arc<VerifyProgress>) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new_spinner();
-    let shown = bar.clone();
-    tokio::spawn(async move {
-        while !shown.is_finished() {
-            shown.set_message(format!(
-                "checked {} contents · read {}",
-                progress.checked.load(Ordering::Relaxed),
-                bytesize::ByteSize(progress.bytes_read.load(Ordering::Relaxed))
-            ));
-            shown.tick();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    Some(bar)
+    super::spinner(move || {
+        format!(
+            "checked {} contents · read {}",
+            progress.checked.load(Ordering::Relaxed),
+            bytesize::ByteSize(progress.bytes_read.load(Ordering::Relaxed))
+        )
+    })
 }

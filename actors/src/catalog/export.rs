@@ -115,7 +115,11 @@ impl Catalog {
     /// Rebuild this catalog, which must hold no files and no events, from an export; then
     /// match it with the store: `stored` holds the SHA-256 of every object under `files/`.
     /// One transaction: a failed import leaves the catalog as it was.
-    pub async fn import(&mut self, input: &mut impl BufRead, stored: &HashSet<String>) -> Result<ImportOutcome, ExportError> {
+    pub async fn import(
+        &mut self,
+        input: &mut impl BufRead,
+        stored: &HashSet<String>,
+    ) -> Result<ImportOutcome, ExportError> {
         let version = self.schema_version().await?;
         let mut line = Vec::new();
         let next_line = |input: &mut dyn BufRead, line: &mut Vec<u8>| -> Result<String, ExportError> {
@@ -124,7 +128,9 @@ impl Catalog {
             Ok(String::from_utf8_lossy(line).trim_end_matches('\n').to_owned())
         };
         if next_line(input, &mut line)? != MAGIC {
-            return Err(ExportError::Refused("this is not a FileMetadataSync catalog export".into()));
+            return Err(ExportError::Refused(
+                "this is not a FileMetadataSync catalog export".into(),
+            ));
         }
         let schema_line = next_line(input, &mut line)?;
         let schema: i32 = schema_line
@@ -138,7 +144,10 @@ impl Catalog {
         }
         let transaction = self.client.inner_mut().transaction().await?;
         let used: i64 = transaction
-            .query_one("SELECT (SELECT count(*) FROM files) + (SELECT count(*) FROM file_events)", &[])
+            .query_one(
+                "SELECT (SELECT count(*) FROM files) + (SELECT count(*) FROM file_events)",
+                &[],
+            )
             .await?
             .get(0);
         if used > 0 {
@@ -164,12 +173,17 @@ impl Catalog {
             }
             let mut parts = header.splitn(3, ' ');
             let (Some("table"), Some(table), Some(columns)) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(ExportError::Refused(format!("malformed export: expected a table, found {header:?}")));
+                return Err(ExportError::Refused(format!(
+                    "malformed export: expected a table, found {header:?}"
+                )));
             };
             let known = EXPORT_TABLES.contains(&table);
-            let plain = columns
-                .split(',')
-                .all(|name| !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+            let plain = columns.split(',').all(|name| {
+                !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            });
             if !known || !plain {
                 return Err(ExportError::Refused(format!("malformed export: table line {header:?}")));
             }
@@ -182,7 +196,9 @@ impl Catalog {
             loop {
                 line.clear();
                 if input.read_until(b'\n', &mut line)? == 0 {
-                    return Err(ExportError::Refused(format!("the export ends inside table {table}: it is cut short")));
+                    return Err(ExportError::Refused(format!(
+                        "the export ends inside table {table}: it is cut short"
+                    )));
                 }
                 if line == b"\\.\n" {
                     break;

@@ -103,10 +103,11 @@ impl ObjectStore {
             return Err(StoreError::Other(format!("refusing export key {key:?}")));
         }
         let path = source.to_owned();
-        let (sha256, size) = tokio::task::spawn_blocking(move || std::fs::File::open(path).and_then(crate::fs::hash::digest))
-            .await
-            .map_err(|error| StoreError::Other(error.to_string()))?
-            .map_err(|error| StoreError::Other(format!("{}: {error}", source.display())))?;
+        let (sha256, size) =
+            tokio::task::spawn_blocking(move || std::fs::File::open(path).and_then(crate::fs::hash::digest))
+                .await
+                .map_err(|error| StoreError::Other(error.to_string()))?
+                .map_err(|error| StoreError::Other(format!("{}: {error}", source.display())))?;
         let content = Content {
             sha256,
             size,
@@ -126,11 +127,7 @@ impl ObjectStore {
     pub async fn list_exports(&self) -> Result<Vec<(String, u64)>, StoreError> {
         match self {
             ObjectStore::S3(store) => store.list_prefix(CATALOG_EXPORT_PREFIX).await,
-            ObjectStore::Local(store) => {
-                store
-                    .list_folder(CATALOG_EXPORT_PREFIX.trim_end_matches('/'))
-                    .await
-            }
+            ObjectStore::Local(store) => store.list_folder(CATALOG_EXPORT_PREFIX.trim_end_matches('/')).await,
         }
     }
 

@@ -192,6 +192,22 @@ async fn each_of_five_rounds_comes_back_byte_for_byte_with_its_mtimes() {
     let kinds: Vec<&str> = history.iter().map(|entry| entry["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["created", "modified", "deleted", "restored"], "{history:?}");
     assert!(history.iter().all(|entry| entry["stored"] == true), "{history:?}");
+    // Version 2 of a.txt, by its number in the history.
+    let out = work.path().join("version");
+    let (code, report, output) = restore(
+        &fms,
+        &[
+            "--root",
+            "docs",
+            "--version",
+            "2",
+            "--to",
+            out.to_str().unwrap(),
+            "a.txt",
+        ],
+    );
+    assert_eq!((code, report["restored"].as_u64()), (0, Some(1)), "{output}");
+    assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"second a, longer\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

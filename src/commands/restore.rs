@@ -26,6 +26,9 @@ pub struct RestoreArgs {
     /// "2026-11-24 17:30[:00]" or a date (its midnight). Default: now.
     #[arg(long)]
     pub at: Option<String>,
+    /// The version of one PATH as `history` numbers them (1 = the oldest), instead of --at.
+    #[arg(long, conflicts_with = "at")]
+    pub version: Option<usize>,
     /// The folder to restore into (created if missing).
     #[arg(long)]
     pub to: PathBuf,
@@ -66,9 +69,28 @@ fn refuse(message: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn run(config: &Config, args: &RestoreArgs) -> anyhow::Result<ExitCode> {
-    let at = match &args.at {
-        None => Utc::now(),
-        Some(text) => match parse_moment(text) {
+    let catalog = app::open_catalog(config).await?;
+    let at = match (&args.at, args.version) {
+        (_, Some(number)) => {
+            let [path] = args.paths.as_slice() else {
+                return refuse("--version needs exactly one PATH (the numbers are those of `filemetasync history`)");
+            };
+            let entries = catalog.history(&args.root, path.trim_matches('/')).await?;
+            let Some(entry) = number.checked_sub(1).and_then(|index| entries.get(index)) else {
+                return refuse(format!(
+                    "{path} has {} versions in root {}; see `filemetasync history --root {} {path}`",
+                    entries.len(),
+                    args.root,
+                    args.root
+                ));
+            };
+            match DateTime::parse_from_rfc3339(&entry.at) {
+                Ok(at) => at.with_timezone(&Utc),
+                Err(_) => anyhow::bail!("the catalog gave a time that does not parse: {}", entry.at),
+            }
+        }
+        (None, None) => Utc::now(),
+        (Some(text), None) => match parse_moment(text) {
             Some(at) => at,
             None => {
                 return refuse(format!(
@@ -81,10 +103,15 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> anyhow::Result<ExitCode
     if args.parallel == 0 {
         return refuse("--parallel must be at least 1");
     }
-    let catalog = app::open_catalog(config).await?;
     let moment = catalog.check_moment(&args.root, &at_text).await?;
     let Some(first_scan) = &moment.first_scan else {
         let known: Vec<&str> = config.roots.iter().map(|root| root.label.as_str()).collect();
+        if known.contains(&args.root.as_str()) {
+            return refuse(format!(
+                "root {} has not been scanned yet: nothing to restore",
+                args.root
+            ));
+        }
         return refuse(format!(
             "no root {:?} in the catalog (configured roots: {})",
             args.root,

@@ -453,18 +453,25 @@ async fn a_new_database_url_or_store_key_restarts_only_the_actors_that_use_it() 
         .replace(&storage, &garage.storage_toml_with(&key_id, &secret));
     let before = daemon.events_named("actor restarted").len();
     setup.write(&knobs, Edit::Rename);
-    within_5s(&daemon, "the uploader restarts", async || {
-        daemon
-            .events_named("actor restarted")
-            .iter()
-            .any(|e| e["actor"] == "uploader" && e["reason"] == "configuration changed: storage")
+    within_5s(&daemon, "the uploader and the exporter restart", async || {
+        ["uploader", "exporter"].iter().all(|actor| {
+            daemon
+                .events_named("actor restarted")
+                .iter()
+                .any(|e| e["actor"] == *actor && e["reason"] == "configuration changed: storage")
+        })
     })
     .await;
-    let after: Vec<String> = daemon.events_named("actor restarted")[before..]
+    let mut after: Vec<String> = daemon.events_named("actor restarted")[before..]
         .iter()
         .map(|e| e["actor"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(after, ["uploader"], "only the uploader restarted for new credentials");
+    after.sort();
+    assert_eq!(
+        after,
+        ["exporter", "uploader"],
+        "only the store's users restarted for new credentials"
+    );
     garage.delete_key(&garage.key_id);
     std::fs::write(docs.join("after-key.txt"), b"written after the store key changed").unwrap();
     within_5s(&daemon, "a new file synced with the new key", async || {

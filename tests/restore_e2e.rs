@@ -481,3 +481,45 @@ fn snapshot_registered(tree: &Path) -> BTreeMap<Vec<u8>, (String, i64)> {
     all.retain(|path, _| !matcher.is_ignored_path(Path::new(std::ffi::OsStr::from_bytes(path))));
     all
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_exports_the_catalog_on_its_schedule_and_keeps_the_newest() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("docs");
+    make_corpus(&tree, 30, &["--large", "0"]);
+    let database = Database::create("export_schedule").await;
+    let garage = Garage::start();
+    let (http, port) = common::daemon::http_section();
+    // Every two seconds (cron with seconds), two kept.
+    let extra = format!("{http}[catalog]\nexport_schedule = \"*/2 * * * * *\"\nexport_keep = 2\n");
+    let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], &extra);
+    let daemon = fms.start_daemon(port, &[], &[]);
+    daemon.wait_until("three exports", Duration::from_secs(30), || {
+        daemon.events_named("catalog exported").len() >= 3
+    });
+    let exported = daemon.events_named("catalog exported");
+    assert!(
+        exported
+            .iter()
+            .all(|e| e["actor"] == "exporter" && e["bytes"].as_u64() > Some(0)),
+        "{exported:?}"
+    );
+    assert!(
+        exported.iter().skip(2).all(|e| e["pruned"].as_u64() >= Some(1)),
+        "{exported:?}"
+    );
+    assert!(daemon.metric("fms_catalog_exports_total") >= Some(3.0));
+    assert_eq!(daemon.metric("fms_catalog_export_failures_total"), Some(0.0));
+    let failed = daemon.events_named("catalog export failed");
+    assert!(failed.is_empty(), "{failed:?}");
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    let listed = fms.run(&["catalog", "list"]);
+    let keys: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(|line| line.split_whitespace().next().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys.len(), 2, "the newest two are kept: {keys:?}");
+    let newest = exported.last().unwrap()["key"].as_str().unwrap().to_owned();
+    assert!(keys.contains(&newest), "{keys:?} holds {newest}");
+}

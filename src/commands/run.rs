@@ -84,6 +84,14 @@ pub fn daemon_settings(config: &Config, role: Role) -> anyhow::Result<DaemonSett
         schedule: Schedule::parse(&config.scan.schedule, &config.scan.timezone)
             .map_err(|error| anyhow::anyhow!("scan.schedule: {error}"))?,
         scan_on_start: config.scan.on_start,
+        export_schedule: match config.catalog.export_schedule.as_str() {
+            "off" => None,
+            expression => Some(
+                Schedule::parse(expression, &config.scan.timezone)
+                    .map_err(|error| anyhow::anyhow!("catalog.export_schedule: {error}"))?,
+            ),
+        },
+        export_keep: config.catalog.export_keep as usize,
         hash_workers: config.hash.workers as usize,
         upload: app::upload_settings(config),
         bandwidth_limit: config.upload.bandwidth_limit,

@@ -21,6 +21,7 @@ pub struct Config {
     pub ignore: IgnoreConfig,
     pub watch: WatchConfig,
     pub scan: ScanConfig,
+    pub catalog: CatalogConfig,
     pub hash: HashConfig,
     pub upload: UploadConfig,
     pub log: LogConfig,
@@ -112,6 +113,15 @@ pub struct WatchConfig {
     pub poll_interval: Duration,
     #[serde(with = "humantime_serde_compat")]
     pub debounce: Duration,
+}
+
+/// The catalog's copy in the bucket (`catalog export`), made by the daemon on a schedule.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CatalogConfig {
+    /// Cron expression in `scan.timezone`; "off" for none.
+    pub export_schedule: String,
+    /// Exports kept in the bucket; older ones are deleted after each export.
+    pub export_keep: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -231,6 +241,10 @@ fn from_value(value: serde_json::Value) -> Result<Config, ConfigErrors> {
     });
     let watch = top.section("watch", read_watch);
     let scan = top.section("scan", read_scan);
+    let catalog = top.section("catalog", |s| CatalogConfig {
+        export_schedule: s.string("export_schedule").unwrap_or_else(|| "30 4 * * *".into()),
+        export_keep: s.integer("export_keep", 1, 10_000).unwrap_or(14),
+    });
     let hash = top.section("hash", |s| HashConfig {
         workers: s.integer("workers", 1, 256).unwrap_or_else(default_workers),
     });
@@ -249,6 +263,7 @@ fn from_value(value: serde_json::Value) -> Result<Config, ConfigErrors> {
         ignore,
         watch,
         scan,
+        catalog,
         hash,
         upload,
         log,
@@ -499,6 +514,11 @@ fn validate(config: &Config, problems: &mut Vec<Problem>) {
     if let Err(error) = Schedule::parse(&config.scan.schedule, "UTC") {
         add("scan.schedule".into(), error);
     }
+    if config.catalog.export_schedule != "off" {
+        if let Err(error) = Schedule::parse(&config.catalog.export_schedule, "UTC") {
+            add("catalog.export_schedule".into(), format!("{error} (or \"off\")"));
+        }
+    }
     if let Err(error) = Schedule::parse("0 3 * * *", &config.scan.timezone) {
         add("scan.timezone".into(), error);
     }
@@ -641,6 +661,10 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     check("scan.timezone", old.scan.timezone != new.scan.timezone);
     check("scan.on_start", old.scan.on_start != new.scan.on_start);
     check("scan.batch_size", old.scan.batch_size != new.scan.batch_size);
+    check(
+        "catalog.export",
+        old.catalog != new.catalog || (old.scan.timezone != new.scan.timezone && old.catalog.export_schedule != "off"),
+    );
     check("hash.workers", old.hash.workers != new.hash.workers);
     check("upload.concurrency", old.upload.concurrency != new.upload.concurrency);
     check(

@@ -109,6 +109,11 @@ pub fn plan(changed: &[String], role: Role, hashers: (usize, usize)) -> ReloadOu
         } else {
             add("uploader", ChangeAction::Restart, restart);
         }
+        add(
+            "exporter",
+            ChangeAction::Restart,
+            matching(&["database", "storage", "agent", "catalog.export"]),
+        );
     }
     outcome
 }
@@ -228,7 +233,13 @@ mod tests {
         // The store's credentials and the upload window: the uploader restarts for the
         // store (the window is a knob, it is not the reason); nothing else is touched.
         let outcome = plan(&keys(&["storage", "upload.window"]), Role::All, (2, 2));
-        assert_eq!(outcome, vec![change("uploader", Restart, &["storage"])]);
+        assert_eq!(
+            outcome,
+            vec![
+                change("uploader", Restart, &["storage"]),
+                change("exporter", Restart, &["storage"]),
+            ]
+        );
         // A debounce and a schedule: watcher and debouncer restart for the debounce, the
         // scanner takes the schedule in place.
         let outcome = plan(&keys(&["watch.debounce", "scan.schedule"]), Role::All, (2, 2));
@@ -249,8 +260,12 @@ mod tests {
                 change("registrar", Restart, &["database.url"]),
                 change("scanner", Restart, &["database.url"]),
                 change("uploader", Restart, &["database.url"]),
+                change("exporter", Restart, &["database.url"]),
             ]
         );
+        // The export schedule: the exporter alone.
+        let outcome = plan(&keys(&["catalog.export"]), Role::All, (2, 2));
+        assert_eq!(outcome, vec![change("exporter", Restart, &["catalog.export"])]);
         // Concurrency alone: updated in place.
         let outcome = plan(&keys(&["upload.concurrency"]), Role::All, (2, 2));
         assert_eq!(outcome, vec![change("uploader", Update, &["upload.concurrency"])]);

@@ -364,6 +364,31 @@ impl Endpoint {
             "Contents marked failed after their last attempt",
             load(&uploads.failed_final),
         );
+        let exports = &observed.exports;
+        counter(
+            registry,
+            "catalog_exports",
+            "Catalog exports written into the store",
+            load(&exports.exported),
+        );
+        counter(
+            registry,
+            "catalog_export_failures",
+            "Scheduled catalog exports that failed",
+            load(&exports.failed),
+        );
+        gauge(
+            registry,
+            "catalog_export_last_bytes",
+            "Size of the last catalog export (compressed)",
+            load(&exports.last_bytes) as i64,
+        );
+        gauge(
+            registry,
+            "catalog_export_last_timestamp_seconds",
+            "When the last catalog export was written (Unix time; 0: none yet)",
+            load(&exports.last_unix) as i64,
+        );
         let scans = &observed.scans;
         counter(registry, "scans_started", "Scans started", load(&scans.started));
         counter(

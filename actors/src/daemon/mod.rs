@@ -17,6 +17,7 @@
 
 mod coordinator;
 mod debouncer;
+pub mod exporter;
 mod hasher;
 pub mod http;
 mod idle;
@@ -42,6 +43,7 @@ use crate::upload_controls::{UploadKnobs, UploadWindow};
 use actix::prelude::*;
 use coordinator::Coordinator;
 use debouncer::DebounceActor;
+use exporter::{ExportStats, ExporterActor, ExporterSettings};
 use hasher::{HasherActor, Hashers};
 use registrar::RegistrarActor;
 use scanner::{ActorSink, ScanStats, ScannerActor, ScannerSettings};
@@ -98,6 +100,9 @@ pub struct DaemonSettings {
     pub upload_window: Option<UploadWindow>,
     pub http_listen: Option<SocketAddr>,
     pub watch: WatchSettings,
+    /// `catalog.export_schedule` (None: "off") and `catalog.export_keep`.
+    pub export_schedule: Option<Schedule>,
+    pub export_keep: usize,
 }
 
 /// The settings in force; every actor's factory reads them when it starts an instance, so a
@@ -119,6 +124,7 @@ pub struct Observed {
     pub hashers: Arc<AtomicUsize>,
     pub knobs: Arc<UploadKnobs>,
     pub unavailable_roots: UnavailableRoots,
+    pub exports: Arc<ExportStats>,
 }
 
 /// What the application hooks into the daemon.
@@ -150,6 +156,7 @@ pub fn run(settings: DaemonSettings, log: Logger, hooks: DaemonHooks) -> std::io
             settings.upload_window.clone(),
         )),
         unavailable_roots: UnavailableRoots::default(),
+        exports: Arc::default(),
     };
     let http_stop = Arc::new(AtomicBool::new(false));
     let http = match settings.http_listen {
@@ -270,6 +277,7 @@ impl Wiring {
         let mut children = Vec::new();
         if role.uploads() {
             children.push(self.uploader());
+            children.push(self.exporter());
         }
         if !role.indexes() {
             return children;
@@ -358,6 +366,32 @@ impl Wiring {
                 let (counters, knobs, log) = (counters.clone(), knobs.clone(), log.clone());
                 UploaderActor::start_in_arbiter(&arbiter.handle(), move |_| {
                     UploaderActor::new(guard, uploader, counters, knobs, log)
+                })
+                .recipient()
+            }),
+        }
+    }
+
+    fn exporter(&self) -> ChildSpec {
+        let arbiter = Arbiter::new();
+        let live = self.live.clone();
+        let stats = self.observed.exports.clone();
+        let log = self.log.new(slog::o!("actor" => "exporter"));
+        ChildSpec {
+            name: "exporter".into(),
+            stop_order: 2,
+            factory: Box::new(move |guard| {
+                let settings = current(&live);
+                let exporter = Arc::new(ExporterSettings {
+                    database: settings.database.clone(),
+                    agent: settings.agent.clone(),
+                    store: settings.store.clone(),
+                    schedule: settings.export_schedule.clone(),
+                    keep: settings.export_keep,
+                });
+                let (stats, log) = (stats.clone(), log.clone());
+                ExporterActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                    ExporterActor::new(guard, exporter, stats, log)
                 })
                 .recipient()
             }),

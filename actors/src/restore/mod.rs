@@ -102,11 +102,19 @@ pub enum RestoreError {
     Io(String),
 }
 
-/// Does a root-relative `path` fall under one of `patterns`? A pattern is a path (the file,
-/// or a folder and everything under it) or a glob (`*` stays within a folder, `**` crosses
-/// folders); a glob that matches a folder takes everything under it.
-pub fn selected(path: &str, patterns: &[glob::Pattern]) -> bool {
-    if patterns.is_empty() {
+/// One PATH or GLOB of a request: matched as the literal path (a file, or a folder and all
+/// under it) and, when it has glob characters, as a glob (`*` stays within a folder, `**`
+/// crosses folders; a glob matching a folder takes everything under it). A folder named
+/// `Projekt [2024]` is found by its name as well as by the glob it also is.
+#[derive(Clone, Debug)]
+pub struct Selector {
+    literal: String,
+    glob: Option<glob::Pattern>,
+}
+
+/// Does a root-relative `path` fall under one of `selectors` (all paths when there are none)?
+pub fn selected(path: &str, selectors: &[Selector]) -> bool {
+    if selectors.is_empty() {
         return true;
     }
     let options = glob::MatchOptions {
@@ -116,7 +124,14 @@ pub fn selected(path: &str, patterns: &[glob::Pattern]) -> bool {
     };
     let mut prefix = path;
     loop {
-        if patterns.iter().any(|pattern| pattern.matches_with(prefix, options)) {
+        let hit = selectors.iter().any(|selector| {
+            selector.literal == prefix
+                || selector
+                    .glob
+                    .as_ref()
+                    .is_some_and(|glob| glob.matches_with(prefix, options))
+        });
+        if hit {
             return true;
         }
         match prefix.rfind('/') {
@@ -126,21 +141,21 @@ pub fn selected(path: &str, patterns: &[glob::Pattern]) -> bool {
     }
 }
 
-/// The patterns of a request, each trimmed of leading and trailing slashes; a path without
-/// glob characters matches itself literally.
-pub fn compile_patterns(patterns: &[String]) -> Result<Vec<glob::Pattern>, RestoreError> {
+/// The selectors of a request, each trimmed of leading and trailing slashes.
+pub fn compile_patterns(patterns: &[String]) -> Result<Vec<Selector>, RestoreError> {
     patterns
         .iter()
         .map(|text| {
-            let trimmed = text.trim_matches('/');
-            let literal = !trimmed.contains(['*', '?', '[']);
-            let source = if literal {
-                glob::Pattern::escape(trimmed)
+            let literal = text.trim_matches('/').to_owned();
+            let glob = if literal.contains(['*', '?', '[']) {
+                let pattern = glob::Pattern::new(&literal).map_err(|error| {
+                    RestoreError::BadRequest(format!("pattern {text:?} is not a valid glob: {error}"))
+                })?;
+                Some(pattern)
             } else {
-                trimmed.to_owned()
+                None
             };
-            glob::Pattern::new(&source)
-                .map_err(|error| RestoreError::BadRequest(format!("pattern {text:?} is not a valid glob: {error}")))
+            Ok(Selector { literal, glob })
         })
         .collect()
 }

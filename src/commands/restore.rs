@@ -45,8 +45,9 @@ pub struct RestoreArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Contents downloaded at once.
-    #[arg(long, default_value_t = 8)]
+    /// Contents downloaded at once (small objects are bound by the store's latency, not
+    /// by bandwidth, so many at once pay).
+    #[arg(long, default_value_t = 32)]
     pub parallel: usize,
 }
 

@@ -37,6 +37,25 @@ impl BoundedClient {
             .await
     }
 
+    /// Each row of `statement` in turn, without holding them all: the wait for each part of
+    /// the answer is bounded by the statement timeout.
+    pub(super) async fn for_each_row(
+        &self,
+        statement: &str,
+        params: &[&(dyn ToSql + Sync)],
+        mut each: impl FnMut(&Row),
+    ) -> Result<(), CatalogError> {
+        use futures::StreamExt;
+        let stream = self
+            .bounded(async { Ok(self.client.query_raw(statement, params.iter().copied()).await?) })
+            .await?;
+        futures::pin_mut!(stream);
+        while let Some(row) = self.bounded(async { Ok(stream.next().await.transpose()?) }).await? {
+            each(&row);
+        }
+        Ok(())
+    }
+
     pub(super) async fn query_one(&self, statement: &str, params: Params<'_>) -> Result<Row, CatalogError> {
         self.bounded(async { Ok(self.client.query_one(statement, params).await?) })
             .await

@@ -3,7 +3,7 @@
 
 use super::{Catalog, CatalogError};
 use crate::pathenc::PathEncoding;
-use crate::restore::timeline::{Event, EventKind};
+use crate::restore::timeline::{Event, EventKind, Timeline};
 
 /// One version of a file, for `history`.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -54,13 +54,13 @@ impl Catalog {
         })
     }
 
-    /// Every event of `root` up to and including `at` (RFC 3339), file by file in order.
-    /// Events written before migration 7 lack encoding, size and mtime: the file's row and
-    /// the content give them (the mtime only where the row still holds that content).
-    pub async fn events_until(&self, root: &str, at: &str) -> Result<Vec<Event>, CatalogError> {
-        let rows = self
-            .client
-            .query(
+    /// Replay every event of `root` up to and including `at` (RFC 3339) into `timeline`,
+    /// file by file in order, as the rows arrive. Events written before migration 7 lack
+    /// encoding, size and mtime: the file's row and the content give them (the mtime only
+    /// where the row still holds that content).
+    pub async fn replay_until(&self, root: &str, at: &str, timeline: &mut Timeline) -> Result<(), CatalogError> {
+        self.client
+            .for_each_row(
                 "SELECT e.file_id, e.kind, e.new_path, e.new_sha256,
                         coalesce(e.path_encoding, f.path_encoding),
                         coalesce(e.size, c.size, 0),
@@ -71,22 +71,22 @@ impl Catalog {
                   WHERE e.root = $1 AND e.at <= $2::text::timestamptz
                   ORDER BY e.file_id, e.id",
                 &[&root, &at],
+                |row| {
+                    let Some(kind) = EventKind::parse(row.get(1)) else {
+                        return;
+                    };
+                    timeline.push(Event {
+                        file_id: row.get(0),
+                        kind,
+                        new_path: row.get(2),
+                        new_sha256: row.get(3),
+                        encoding: PathEncoding::parse(row.get(4)).unwrap_or(PathEncoding::Utf8),
+                        size: row.get(5),
+                        mtime_ns: row.get(6),
+                    });
+                },
             )
-            .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                Some(Event {
-                    file_id: row.get(0),
-                    kind: EventKind::parse(row.get(1))?,
-                    new_path: row.get(2),
-                    new_sha256: row.get(3),
-                    encoding: PathEncoding::parse(row.get(4)).unwrap_or(PathEncoding::Utf8),
-                    size: row.get(5),
-                    mtime_ns: row.get(6),
-                })
-            })
-            .collect())
+            .await
     }
 
     /// (storage key, uploaded) of each of these contents.

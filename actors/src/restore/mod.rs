@@ -163,9 +163,10 @@ pub fn compile_patterns(patterns: &[String]) -> Result<Vec<Selector>, RestoreErr
 /// The files a request brings back, in path order.
 pub async fn plan(catalog: &Catalog, request: &RestoreRequest) -> Result<Vec<Planned>, RestoreError> {
     let patterns = compile_patterns(&request.patterns)?;
-    let events = catalog.events_until(&request.root, &request.at).await?;
+    let mut replayed = timeline::Timeline::default();
+    catalog.replay_until(&request.root, &request.at, &mut replayed).await?;
     let mut planned = Vec::new();
-    for (path, version) in timeline::tree_after(events) {
+    for (path, version) in replayed.finish() {
         if !selected(&path, &patterns) {
             continue;
         }

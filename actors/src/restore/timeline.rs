@@ -56,11 +56,17 @@ pub struct Version {
     pub mtime_ns: Option<i64>,
 }
 
-/// The files alive after `events` (in `id` order), by stored path.
-pub fn tree_after(events: impl IntoIterator<Item = Event>) -> BTreeMap<String, Version> {
-    let mut rows: BTreeMap<i64, (bool, Option<Version>)> = BTreeMap::new();
-    for event in events {
-        let (alive, version) = rows.entry(event.file_id).or_insert((false, None));
+/// The state of each file row as events are replayed, one event at a time (so that a large
+/// root's events need not be held all at once).
+#[derive(Default)]
+pub struct Timeline {
+    rows: BTreeMap<i64, (bool, Option<Version>)>,
+}
+
+impl Timeline {
+    /// Apply the next event (events of one row in `id` order).
+    pub fn push(&mut self, event: Event) {
+        let (alive, version) = self.rows.entry(event.file_id).or_insert((false, None));
         match event.kind {
             EventKind::Created | EventKind::Restored | EventKind::Modified => {
                 if let (Some(path), Some(sha256)) = (event.new_path, event.new_sha256) {
@@ -87,12 +93,26 @@ pub fn tree_after(events: impl IntoIterator<Item = Event>) -> BTreeMap<String, V
             EventKind::Deleted => *alive = false,
         }
     }
-    // Two rows cannot hold one path at the same moment (files has UNIQUE (root, path) and a
-    // path is freed before it is taken), so the map loses nothing.
-    rows.into_values()
-        .filter_map(|(alive, version)| version.filter(|_| alive))
-        .map(|version| (version.path.clone(), version))
-        .collect()
+
+    /// The files alive after the events pushed, by stored path.
+    pub fn finish(self) -> BTreeMap<String, Version> {
+        // Two rows cannot hold one path at the same moment (files has UNIQUE (root, path) and
+        // a path is freed before it is taken), so the map loses nothing.
+        self.rows
+            .into_values()
+            .filter_map(|(alive, version)| version.filter(|_| alive))
+            .map(|version| (version.path.clone(), version))
+            .collect()
+    }
+}
+
+/// The files alive after `events` (in `id` order), by stored path.
+pub fn tree_after(events: impl IntoIterator<Item = Event>) -> BTreeMap<String, Version> {
+    let mut timeline = Timeline::default();
+    for event in events {
+        timeline.push(event);
+    }
+    timeline.finish()
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ impl ObjectStore {
             ObjectStore::S3(store) => {
                 let mut file = std::fs::File::create(dest)
                     .map_err(|error| StoreError::Other(format!("{}: {error}", dest.display())))?;
-                let mut writer = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+                let mut writer = std::io::BufWriter::with_capacity(256 << 10, &mut file);
                 let digest = store.read_into(key, &mut writer).await?;
                 std::io::Write::flush(&mut writer)
                     .map_err(|error| StoreError::Other(format!("{}: {error}", dest.display())))?;

@@ -58,6 +58,8 @@ enum Command {
     Restore(commands::restore::RestoreArgs),
     /// Every version of a path: time, event, size, hash, and whether its content is stored.
     History(commands::restore::HistoryArgs),
+    /// Search the catalog: by root, file name, hash, project, deleted, changed since.
+    Find(commands::find::FindArgs),
     /// Files, contents, bytes, queue depth, failed uploads, last scans.
     Status {
         #[arg(long)]
@@ -133,6 +135,7 @@ fn main() -> ExitCode {
             Command::Verify(args) => commands::verify::run(&config, args).await,
             Command::Restore(args) => commands::restore::run(&config, args).await,
             Command::History(args) => commands::restore::history(&config, args).await,
+            Command::Find(args) => commands::find::run(&config, args).await,
             Command::Catalog { action } => commands::catalog::run(&config, action).await,
             Command::Config { .. } | Command::Hash { .. } | Command::Run(_) | Command::Health => {
                 unreachable!("handled above")

@@ -106,6 +106,10 @@ async fn each_of_five_rounds_comes_back_byte_for_byte_with_its_mtimes() {
             write(&odd_name(t), b"latin-1 name\n");
             write(&t.join("Projekt/x/1.txt"), b"one\n");
             write(&t.join("Projekt/x/2.txt"), b"two\n");
+            write(
+                &t.join("Projekte/2024-017 Wohnpark/Haus B/KG 300/Schnitt.pdf"),
+                &noise(7, 9_000),
+            );
         },
         |t: &Path| {
             write(&t.join("a.txt"), b"second a, longer\n");
@@ -159,9 +163,9 @@ async fn each_of_five_rounds_comes_back_byte_for_byte_with_its_mtimes() {
             work.path().join("again").to_str().unwrap(),
         ],
     );
-    assert_eq!(report["restored"], 9);
+    assert_eq!(report["restored"], 10);
     assert_eq!(
-        report["downloaded_contents"], 8,
+        report["downloaded_contents"], 9,
         "dup1.txt and Kopie/dup2.txt share one download: {report}"
     );
 
@@ -208,6 +212,52 @@ async fn each_of_five_rounds_comes_back_byte_for_byte_with_its_mtimes() {
     );
     assert_eq!((code, report["restored"].as_u64()), (0, Some(1)), "{output}");
     assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"second a, longer\n");
+
+    // find: by name, by content, by project, by change time; a bad glob is refused.
+    let find = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["find", "--json"];
+        all.extend_from_slice(args);
+        let output = fms.run(&all);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let found: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+        found.iter().map(|f| f["path"].as_str().unwrap().to_owned()).collect()
+    };
+    let pdf = "Projekte/2024-017 Wohnpark/Haus B/KG 300/Schnitt.pdf";
+    assert_eq!(
+        find(&["--root", "docs", "--name", "*.pdf"]),
+        ["Plaene/b umbenannt.pdf", pdf]
+    );
+    let (same, _) = fms_actors::fs::hash::digest(&b"same bytes\n"[..]).unwrap();
+    assert_eq!(
+        find(&["--hash", &same]),
+        ["Kopie/dup2.txt"],
+        "dup1.txt changed in round 4"
+    );
+    assert_eq!(find(&["--project", "2024-017"]), [pdf]);
+    let mut round5 = find(&["--changed-since", &moments[3].0]);
+    round5.sort();
+    assert_eq!(
+        round5,
+        [
+            "Modelle/gross.ifc",
+            "Projekt/x/1.txt",
+            "Projekt/x/2.txt",
+            "a.txt",
+            "caf%E9 plan.txt"
+        ],
+        "what round 5 changed"
+    );
+    assert_eq!(
+        find(&["--deleted", "--name", "c.dwg"]),
+        Vec::<String>::new(),
+        "c.dwg came back"
+    );
+    let output = fms.run(&["find", "--name", "a[b"]);
+    assert_eq!(output.status.code(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! One module per command of the command line (design §6).
 
 pub mod catalog;
+pub mod find;
 pub mod health;
 pub mod restore;
 pub mod run;

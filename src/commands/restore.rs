@@ -170,7 +170,7 @@ pub async fn run(config: &Config, args: &RestoreArgs) -> anyhow::Result<ExitCode
     let store = app::object_store(config);
     let progress = Arc::new(RestoreProgress::default());
     let ticker = show_progress(progress.clone());
-    let report = restore::restore(&catalog, &store, &request, planned, &progress).await;
+    let report = restore::restore(&store, &request, planned, &progress).await;
     if let Some(ticker) = ticker {
         ticker.finish_and_clear();
     }

@@ -64,7 +64,8 @@ impl Catalog {
                 "SELECT e.file_id, e.kind, e.new_path, e.new_sha256,
                         coalesce(e.path_encoding, f.path_encoding),
                         coalesce(e.size, c.size, 0),
-                        coalesce(e.mtime_ns, CASE WHEN c.sha256 = f.sha256 THEN f.mtime_ns END)
+                        coalesce(e.mtime_ns, CASE WHEN c.sha256 = f.sha256 THEN f.mtime_ns END),
+                        c.storage_key, c.uploaded_at IS NOT NULL
                    FROM file_events e
                    JOIN files f ON f.id = e.file_id
                    LEFT JOIN file_contents c ON c.sha256 = e.new_sha256
@@ -83,22 +84,12 @@ impl Catalog {
                         encoding: PathEncoding::parse(row.get(4)).unwrap_or(PathEncoding::Utf8),
                         size: row.get(5),
                         mtime_ns: row.get(6),
+                        storage_key: row.get(7),
+                        stored: row.get::<_, Option<bool>>(8).unwrap_or(false),
                     });
                 },
             )
             .await
-    }
-
-    /// (storage key, uploaded) of each of these contents.
-    pub async fn content_keys(&self, sha256s: &[String]) -> Result<Vec<(String, String, bool)>, CatalogError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT sha256, storage_key, uploaded_at IS NOT NULL FROM file_contents WHERE sha256 = ANY ($1)",
-                &[&sha256s],
-            )
-            .await?;
-        Ok(rows.iter().map(|row| (row.get(0), row.get(1), row.get(2))).collect())
     }
 
     /// Every event of the rows of `root` that ever had `path` (stored form), oldest first.
@@ -132,5 +123,147 @@ impl Catalog {
                 stored: row.get(8),
             })
             .collect())
+    }
+}
+
+/// What `find` looks for; every part optional.
+#[derive(Clone, Debug, Default)]
+pub struct FindQuery {
+    pub root: Option<String>,
+    /// A POSIX regular expression the file name (the last part of its path) must match.
+    pub name_regex: Option<String>,
+    pub sha256: Option<String>,
+    pub project: Option<String>,
+    /// Deleted files instead of live ones.
+    pub deleted: bool,
+    /// RFC 3339: changed (registered, modified, moved or deleted) at or after.
+    pub changed_since: Option<String>,
+    pub limit: i64,
+}
+
+/// One file found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Found {
+    pub root: String,
+    pub path: String,
+    pub path_encoding: String,
+    pub size: i64,
+    pub mtime: String,
+    pub sha256: String,
+    pub stored: bool,
+    pub project: Option<String>,
+    pub building: Option<String>,
+    pub cost_group: Option<i32>,
+    pub changed_at: String,
+    pub deleted_at: Option<String>,
+}
+
+impl Catalog {
+    /// The files that match `query`, by root and path, at most `query.limit`.
+    pub async fn find(&self, query: &FindQuery) -> Result<Vec<Found>, CatalogError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT f.root, f.path, f.path_encoding, f.size,
+                        to_char(f.mtime AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), f.sha256,
+                        c.uploaded_at IS NOT NULL, p.code, b.name, l.cost_group,
+                        to_char(f.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                        to_char(f.deleted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+                   FROM files f
+                   JOIN file_contents c ON c.sha256 = f.sha256
+                   LEFT JOIN file_links l ON l.file_id = f.id
+                   LEFT JOIN projects p ON p.id = l.project_id
+                   LEFT JOIN buildings b ON b.id = l.building_id
+                  WHERE ($1::text IS NULL OR f.root = $1)
+                    AND ($2::text IS NULL OR substring(f.path from '[^/]*$') ~ $2)
+                    AND ($3::text IS NULL OR f.sha256 = $3)
+                    AND ($4::text IS NULL OR p.code = $4)
+                    AND (f.deleted_at IS NOT NULL) = $5
+                    AND ($6::text IS NULL OR f.updated_at >= $6::text::timestamptz)
+                  ORDER BY f.root, f.path
+                  LIMIT $7",
+                &[
+                    &query.root,
+                    &query.name_regex,
+                    &query.sha256,
+                    &query.project,
+                    &query.deleted,
+                    &query.changed_since,
+                    &query.limit,
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| Found {
+                root: row.get(0),
+                path: row.get(1),
+                path_encoding: row.get(2),
+                size: row.get(3),
+                mtime: row.get(4),
+                sha256: row.get(5),
+                stored: row.get(6),
+                project: row.get(7),
+                building: row.get(8),
+                cost_group: row.get(9),
+                changed_at: row.get(10),
+                deleted_at: row.get(11),
+            })
+            .collect())
+    }
+}
+
+/// A shell glob for one file name (`*`, `?`, `[...]`) as an anchored POSIX regular
+/// expression; None when the glob is malformed (an unclosed `[`).
+pub fn glob_to_regex(glob: &str) -> Option<String> {
+    let mut regex = String::from("^");
+    let mut chars = glob.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => regex.push_str("[^/]*"),
+            '?' => regex.push_str("[^/]"),
+            '[' => {
+                regex.push('[');
+                if chars.peek() == Some(&'!') {
+                    chars.next();
+                    regex.push('^');
+                }
+                let mut closed = false;
+                for inner in chars.by_ref() {
+                    if inner == ']' {
+                        closed = true;
+                        break;
+                    }
+                    if inner == '\\' {
+                        regex.push('\\');
+                    }
+                    regex.push(inner);
+                }
+                if !closed {
+                    return None;
+                }
+                regex.push(']');
+            }
+            c if "\\.^$+(){}|".contains(c) => {
+                regex.push('\\');
+                regex.push(c);
+            }
+            c => regex.push(c),
+        }
+    }
+    regex.push('$');
+    Some(regex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_to_regex;
+
+    #[test]
+    fn globs_become_anchored_regular_expressions() {
+        assert_eq!(glob_to_regex("*.pdf").as_deref(), Some("^[^/]*\\.pdf$"));
+        assert_eq!(glob_to_regex("Plan_??.dwg").as_deref(), Some("^Plan_[^/][^/]\\.dwg$"));
+        assert_eq!(glob_to_regex("[!a]b(1)").as_deref(), Some("^[^a]b\\(1\\)$"));
+        assert_eq!(glob_to_regex("a[b").as_deref(), None);
     }
 }

@@ -5,7 +5,7 @@
 
 mod bounded;
 pub mod export;
-mod history;
+pub mod history;
 pub mod migrate;
 mod queue;
 mod register;

@@ -15,7 +15,6 @@ use crate::pathenc;
 use crate::store::ObjectStore;
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,12 +47,8 @@ pub struct RestoreRequest {
     pub parallel: usize,
 }
 
-/// One file to bring back: its version, and where it goes under the target.
-#[derive(Clone, Debug)]
-pub struct Planned {
-    pub relative: PathBuf,
-    pub version: Version,
-}
+/// One file to bring back: its version (its path under the target is its stored path).
+pub type Planned = Version;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Failure {
@@ -160,23 +155,21 @@ pub fn compile_patterns(patterns: &[String]) -> Result<Vec<Selector>, RestoreErr
         .collect()
 }
 
-/// The files a request brings back, in path order.
+/// The files a request brings back, grouped by content (each content's files together,
+/// in path order), so that each content is downloaded once.
 pub async fn plan(catalog: &Catalog, request: &RestoreRequest) -> Result<Vec<Planned>, RestoreError> {
     let patterns = compile_patterns(&request.patterns)?;
     let mut replayed = timeline::Timeline::default();
     catalog.replay_until(&request.root, &request.at, &mut replayed).await?;
-    let mut planned = Vec::new();
-    for (path, version) in replayed.finish() {
-        if !selected(&path, &patterns) {
-            continue;
-        }
-        let relative = relative_path(&version).ok_or_else(|| {
-            RestoreError::Io(format!(
-                "the catalog holds a path that cannot be restored safely: {path:?}"
-            ))
-        })?;
-        planned.push(Planned { relative, version });
+    let mut planned = replayed.finish();
+    planned.retain(|version| selected(&version.path, &patterns));
+    if let Some(unsafe_path) = planned.iter().find(|version| relative_path(version).is_none()) {
+        return Err(RestoreError::Io(format!(
+            "the catalog holds a path that cannot be restored safely: {:?}",
+            unsafe_path.path
+        )));
     }
+    planned.sort_unstable_by(|a, b| (&a.sha256, &a.path).cmp(&(&b.sha256, &b.path)));
     Ok(planned)
 }
 
@@ -192,7 +185,6 @@ fn relative_path(version: &Version) -> Option<PathBuf> {
 
 /// Bring the planned files back under `request.to`.
 pub async fn restore(
-    catalog: &Catalog,
     store: &ObjectStore,
     request: &RestoreRequest,
     planned: Vec<Planned>,
@@ -201,36 +193,24 @@ pub async fn restore(
     let mut report = RestoreReport {
         at: request.at.clone(),
         files: planned.len() as u64,
-        bytes: planned.iter().map(|p| p.version.size.max(0) as u64).sum(),
+        bytes: planned.iter().map(|p| p.size.max(0) as u64).sum(),
         ..Default::default()
     };
     progress.files_total.store(report.files, Ordering::Relaxed);
     progress.bytes_total.store(report.bytes, Ordering::Relaxed);
     if request.dry_run {
-        report.planned = planned.iter().map(|p| p.version.path.clone()).collect();
+        let mut paths: Vec<String> = planned.iter().map(|p| p.path.clone()).collect();
+        paths.sort_unstable();
+        report.planned = paths;
         return Ok(report);
     }
-    // One group per content: downloaded once for all its paths.
-    let mut groups: BTreeMap<String, Vec<Planned>> = BTreeMap::new();
-    for file in planned {
-        groups.entry(file.version.sha256.clone()).or_default().push(file);
-    }
-    let shas: Vec<String> = groups.keys().cloned().collect();
-    let keys: BTreeMap<String, (String, bool)> = catalog
-        .content_keys(&shas)
-        .await?
-        .into_iter()
-        .map(|(sha, key, uploaded)| (sha, (key, uploaded)))
-        .collect();
     let staging = request.to.join(STAGING);
     std::fs::create_dir_all(&staging)
         .map_err(|error| RestoreError::Io(format!("cannot create {}: {error}", staging.display())))?;
 
-    let outcomes: Vec<GroupOutcome> = stream::iter(groups)
-        .map(|(sha256, files)| {
-            let key = keys.get(&sha256).cloned();
-            restore_group(store, request, &staging, sha256, key, files, progress)
-        })
+    // One group per content (plan sorted them so): downloaded once for all its paths.
+    let outcomes: Vec<GroupOutcome> = stream::iter(planned.chunk_by(|a, b| a.sha256 == b.sha256))
+        .map(|files| restore_group(store, request, &staging, files, progress))
         .buffer_unordered(request.parallel.max(1))
         .collect()
         .await;
@@ -263,28 +243,27 @@ async fn restore_group(
     store: &ObjectStore,
     request: &RestoreRequest,
     staging: &Path,
-    sha256: String,
-    key: Option<(String, bool)>,
-    files: Vec<Planned>,
+    files: &[Planned],
     progress: &RestoreProgress,
 ) -> GroupOutcome {
     let mut outcome = GroupOutcome::default();
     let fail = |outcome: &mut GroupOutcome, file: &Planned, reason: String| {
         outcome.failed.push(Failure {
-            path: file.version.path.clone(),
-            sha256: file.version.sha256.clone(),
+            path: file.path.clone(),
+            sha256: file.sha256.clone(),
             reason,
         });
     };
     // What is at each target now.
     let mut todo = Vec::new();
     for file in files {
-        let target = request.to.join(&file.relative);
-        let size = file.version.size.max(0) as u64;
-        match target_state(&target, &file.version).await {
+        let Some(relative) = relative_path(file) else { continue };
+        let target = request.to.join(relative);
+        let size = file.size.max(0) as u64;
+        match target_state(&target, file).await {
             TargetState::Missing => todo.push((file, target)),
             TargetState::Right => {
-                set_mtime(&target, file.version.mtime_ns);
+                set_mtime(&target, file.mtime_ns);
                 outcome.already_right += 1;
                 done(progress, size);
             }
@@ -299,15 +278,16 @@ async fn restore_group(
                         "{} exists with other content; left as it is (--overwrite replaces it, --skip-existing skips it)",
                         target.display()
                     );
-                    fail(&mut outcome, &file, reason);
+                    fail(&mut outcome, file, reason);
                 }
             },
         }
     }
-    if todo.is_empty() {
+    let Some(first) = todo.first().map(|(file, _)| *file) else {
         return outcome;
-    }
-    let Some((key, true)) = key else {
+    };
+    let (sha256, key) = (&first.sha256, first.storage_key.clone().unwrap_or_default());
+    if !first.stored || key.is_empty() {
         for (file, _) in &todo {
             fail(
                 &mut outcome,
@@ -316,18 +296,20 @@ async fn restore_group(
             );
         }
         return outcome;
-    };
+    }
     let download = staging.join(format!("{sha256}.part"));
     let fetched = store.download(&key, &download).await;
     let reason = match fetched {
-        Ok(Some((digest, size))) if digest == sha256 => {
+        Ok(Some((digest, size))) if digest == *sha256 => {
             outcome.downloaded_bytes = Some(size);
             None
         }
         Ok(Some((digest, size))) => Some(format!(
             "the store's object {key} holds {size} bytes with SHA-256 {digest}, not the registered {sha256}; not restored"
         )),
-        Ok(None) => Some(format!("the store has no object {key}; not restored (`verify --repair` re-queues it)")),
+        Ok(None) => Some(format!(
+            "the store has no object {key}; not restored (`verify --repair` re-queues it)"
+        )),
         Err(error) => Some(format!("cannot download {key}: {error}")),
     };
     if let Some(reason) = reason {
@@ -339,8 +321,8 @@ async fn restore_group(
     }
     let last = todo.len() - 1;
     for (index, (file, target)) in todo.into_iter().enumerate() {
-        let size = file.version.size.max(0) as u64;
-        match place(&download, &target, file.version.mtime_ns, index == last) {
+        let size = file.size.max(0) as u64;
+        match place(&download, &target, file.mtime_ns, index == last) {
             Ok(()) => {
                 outcome.restored += 1;
                 outcome.restored_bytes += size;
@@ -348,7 +330,7 @@ async fn restore_group(
             }
             Err(error) => fail(
                 &mut outcome,
-                &file,
+                file,
                 format!("cannot write {}: {error}", target.display()),
             ),
         }
@@ -453,6 +435,8 @@ mod tests {
             sha256: String::new(),
             size: 0,
             mtime_ns: None,
+            storage_key: None,
+            stored: false,
         };
         assert!(relative_path(&version("a/b")).is_some());
         assert!(relative_path(&version("../b")).is_none());

@@ -44,6 +44,9 @@ pub struct Event {
     pub size: i64,
     /// The file's mtime as registered with this event, when the event recorded it.
     pub mtime_ns: Option<i64>,
+    /// The content's object key, and whether the store has it (as the catalog says now).
+    pub storage_key: Option<String>,
+    pub stored: bool,
 }
 
 /// A file as it was: where, what, and its mtime when known.
@@ -54,6 +57,8 @@ pub struct Version {
     pub sha256: String,
     pub size: i64,
     pub mtime_ns: Option<i64>,
+    pub storage_key: Option<String>,
+    pub stored: bool,
 }
 
 /// The state of each file row as events are replayed, one event at a time (so that a large
@@ -76,6 +81,8 @@ impl Timeline {
                         sha256,
                         size: event.size,
                         mtime_ns: event.mtime_ns,
+                        storage_key: event.storage_key,
+                        stored: event.stored,
                     });
                     *alive = true;
                 }
@@ -94,14 +101,12 @@ impl Timeline {
         }
     }
 
-    /// The files alive after the events pushed, by stored path.
-    pub fn finish(self) -> BTreeMap<String, Version> {
-        // Two rows cannot hold one path at the same moment (files has UNIQUE (root, path) and
-        // a path is freed before it is taken), so the map loses nothing.
+    /// The files alive after the events pushed (one per path: files has UNIQUE (root,
+    /// path) and a path is freed before it is taken, so no two rows hold one at a moment).
+    pub fn finish(self) -> Vec<Version> {
         self.rows
             .into_values()
             .filter_map(|(alive, version)| version.filter(|_| alive))
-            .map(|version| (version.path.clone(), version))
             .collect()
     }
 }
@@ -112,7 +117,11 @@ pub fn tree_after(events: impl IntoIterator<Item = Event>) -> BTreeMap<String, V
     for event in events {
         timeline.push(event);
     }
-    timeline.finish()
+    timeline
+        .finish()
+        .into_iter()
+        .map(|version| (version.path.clone(), version))
+        .collect()
 }
 
 #[cfg(test)]
@@ -129,6 +138,8 @@ mod tests {
             encoding: PathEncoding::Utf8,
             size: 1,
             mtime_ns: Some(mtime),
+            storage_key: sha.map(|sha| format!("files/{sha}")),
+            stored: true,
         }
     }
 

@@ -140,6 +140,8 @@ def compose_run_args(compose_file, mounts):
     if service.get("ports"):
         differences.append(f"ports {service['ports']} not published: the container uses the host's network "
                            "to reach the test's PostgreSQL and Garage on loopback")
+    if service.get("container_name"):
+        differences.append(f"container name {NAME}, not {service['container_name']} (a test never touches a real one)")
     if service.get("restart"):
         args += ["--restart", service["restart"]]
     if service.get("logging", {}).get("driver") == "json-file":

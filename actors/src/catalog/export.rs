@@ -43,6 +43,16 @@ pub enum ExportError {
     Refused(String),
 }
 
+/// `future` within the statement timeout (`database.statement_timeout`): each step of an
+/// export or import, so that a database that stops answering fails it instead of holding it
+/// (and, in the daemon, the exporter) for ever.
+async fn within<T, E: Into<CatalogError>>(
+    timeout: std::time::Duration,
+    future: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, CatalogError> {
+    super::bounded::bounded(timeout, async { future.await.map_err(Into::into) }).await
+}
+
 impl From<tokio_postgres::Error> for ExportError {
     fn from(error: tokio_postgres::Error) -> ExportError {
         ExportError::Catalog(CatalogError::Query(error))
@@ -72,35 +82,41 @@ impl Catalog {
         let version = self.schema_version().await?;
         writeln!(out, "{MAGIC}")?;
         writeln!(out, "schema {version}")?;
-        let transaction = self
-            .client
-            .inner_mut()
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let timeout = self.client.timeout();
+        let transaction = within(
+            timeout,
+            self.client
+                .inner_mut()
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start(),
+        )
+        .await?;
         let mut counts = Vec::new();
         for table in EXPORT_TABLES {
-            let columns: Vec<String> = transaction
-                .query(
+            let columns: Vec<String> = within(
+                timeout,
+                transaction.query(
                     "SELECT column_name::text FROM information_schema.columns
                       WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
                     &[table],
-                )
-                .await?
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
+                ),
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
             let list = columns.join(",");
             writeln!(out, "table {table} {list}")?;
-            let stream = transaction
-                .copy_out(&format!("COPY (SELECT {list} FROM {table} ORDER BY 1) TO STDOUT"))
-                .await?;
+            let stream = within(
+                timeout,
+                transaction.copy_out(&format!("COPY (SELECT {list} FROM {table} ORDER BY 1) TO STDOUT")),
+            )
+            .await?;
             futures::pin_mut!(stream);
             let mut rows = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
+            while let Some(chunk) = within(timeout, async { stream.next().await.transpose() }).await? {
                 rows += chunk.iter().filter(|byte| **byte == b'\n').count() as u64;
                 out.write_all(&chunk)?;
             }
@@ -108,7 +124,7 @@ impl Catalog {
             counts.push((table.to_string(), rows));
         }
         writeln!(out, "end")?;
-        transaction.commit().await?;
+        within(timeout, transaction.commit()).await?;
         Ok(TableCounts(counts))
     }
 
@@ -142,14 +158,17 @@ impl Catalog {
                 "the export is of catalog schema {schema} and this binary's is {version}: import it with the FileMetadataSync version that wrote it, then upgrade"
             )));
         }
-        let transaction = self.client.inner_mut().transaction().await?;
-        let used: i64 = transaction
-            .query_one(
+        let timeout = self.client.timeout();
+        let transaction = within(timeout, self.client.inner_mut().transaction()).await?;
+        let used: i64 = within(
+            timeout,
+            transaction.query_one(
                 "SELECT (SELECT count(*) FROM files) + (SELECT count(*) FROM file_events)",
                 &[],
-            )
-            .await?
-            .get(0);
+            ),
+        )
+        .await?
+        .get(0);
         if used > 0 {
             return Err(ExportError::Refused(
                 "the catalog is not empty (it has files or events): import only into a new, migrated database".into(),
@@ -157,14 +176,16 @@ impl Catalog {
         }
         // The export's links are copied as they were, so the rules are not run on import;
         // the seeded rules and cost groups make way for the exported ones.
-        transaction
-            .batch_execute(
+        within(
+            timeout,
+            transaction.batch_execute(
                 "ALTER TABLE files DISABLE TRIGGER files_link_on_insert;
                  ALTER TABLE files DISABLE TRIGGER files_link_on_move;
                  DELETE FROM file_links; DELETE FROM link_rules; DELETE FROM buildings;
                  DELETE FROM projects; DELETE FROM cost_groups;",
-            )
-            .await?;
+            ),
+        )
+        .await?;
         let mut counts = Vec::new();
         loop {
             let header = next_line(input, &mut line)?;
@@ -187,9 +208,11 @@ impl Catalog {
             if !known || !plain {
                 return Err(ExportError::Refused(format!("malformed export: table line {header:?}")));
             }
-            let sink = transaction
-                .copy_in(&format!("COPY {table} ({columns}) FROM STDIN"))
-                .await?;
+            let sink = within(
+                timeout,
+                transaction.copy_in(&format!("COPY {table} ({columns}) FROM STDIN")),
+            )
+            .await?;
             futures::pin_mut!(sink);
             let mut rows = 0u64;
             let mut batch = Vec::with_capacity(1 << 20);
@@ -206,53 +229,57 @@ impl Catalog {
                 batch.extend_from_slice(&line);
                 rows += 1;
                 if batch.len() >= 1 << 20 {
-                    sink.send(Bytes::from(std::mem::take(&mut batch))).await?;
+                    within(timeout, sink.send(Bytes::from(std::mem::take(&mut batch)))).await?;
                 }
             }
             if !batch.is_empty() {
-                sink.send(Bytes::from(batch)).await?;
+                within(timeout, sink.send(Bytes::from(batch))).await?;
             }
-            sink.finish().await?;
+            within(timeout, sink.finish()).await?;
             counts.push((table.to_owned(), rows));
         }
-        transaction
-            .batch_execute(
+        within(
+            timeout,
+            transaction.batch_execute(
                 "ALTER TABLE files ENABLE TRIGGER files_link_on_insert;
                  ALTER TABLE files ENABLE TRIGGER files_link_on_move;",
-            )
-            .await?;
+            ),
+        )
+        .await?;
         for table in SERIAL_TABLES {
-            transaction
-                .execute(
-                    &format!(
-                        "SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 1), max(id) IS NOT NULL) FROM {table}"
-                    ),
-                    &[],
-                )
-                .await?;
+            let statement = format!(
+                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 1), max(id) IS NOT NULL) FROM {table}"
+            );
+            within(timeout, transaction.execute(&statement, &[])).await?;
         }
         let stored: Vec<&str> = stored.iter().map(String::as_str).collect();
-        let missing = transaction
-            .execute(
+        let missing = within(
+            timeout,
+            transaction.execute(
                 "UPDATE file_contents SET uploaded_at = NULL WHERE uploaded_at IS NOT NULL AND sha256 <> ALL ($1)",
                 &[&stored],
-            )
-            .await?;
-        let found = transaction
-            .execute(
+            ),
+        )
+        .await?;
+        let found = within(
+            timeout,
+            transaction.execute(
                 "UPDATE file_contents SET uploaded_at = now() WHERE uploaded_at IS NULL AND sha256 = ANY ($1)",
                 &[&stored],
-            )
-            .await?;
-        let queued = transaction
-            .execute(
+            ),
+        )
+        .await?;
+        let queued = within(
+            timeout,
+            transaction.execute(
                 "INSERT INTO upload_queue (sha256)
                  SELECT sha256 FROM file_contents WHERE uploaded_at IS NULL ORDER BY sha256
                  ON CONFLICT (sha256) DO NOTHING",
                 &[],
-            )
-            .await?;
-        transaction.commit().await?;
+            ),
+        )
+        .await?;
+        within(timeout, transaction.commit()).await?;
         Ok(ImportOutcome {
             schema,
             tables: TableCounts(counts),

@@ -60,6 +60,9 @@ enum Command {
     History(commands::restore::HistoryArgs),
     /// Search the catalog: by root, file name, hash, project, deleted, changed since.
     Find(commands::find::FindArgs),
+    /// Retention: delete from the store the contents that no live file holds and that the
+    /// `[retention]` policy lets go, after a grace period (--dry-run: show what would go).
+    Gc(commands::gc::GcArgs),
     /// Files, contents, bytes, queue depth, failed uploads, last scans.
     Status {
         #[arg(long)]
@@ -136,6 +139,7 @@ fn main() -> ExitCode {
             Command::Restore(args) => commands::restore::run(&config, args).await,
             Command::History(args) => commands::restore::history(&config, args).await,
             Command::Find(args) => commands::find::run(&config, args).await,
+            Command::Gc(args) => commands::gc::run(&config, args).await,
             Command::Catalog { action } => commands::catalog::run(&config, action).await,
             Command::Config { .. } | Command::Hash { .. } | Command::Run(_) | Command::Health => {
                 unreachable!("handled above")

@@ -453,14 +453,18 @@ async fn a_new_database_url_or_store_key_restarts_only_the_actors_that_use_it() 
         .replace(&storage, &garage.storage_toml_with(&key_id, &secret));
     let before = daemon.events_named("actor restarted").len();
     setup.write(&knobs, Edit::Rename);
-    within_5s(&daemon, "the uploader and the exporter restart", async || {
-        ["uploader", "exporter"].iter().all(|actor| {
-            daemon
-                .events_named("actor restarted")
-                .iter()
-                .any(|e| e["actor"] == *actor && e["reason"] == "configuration changed: storage")
-        })
-    })
+    within_5s(
+        &daemon,
+        "the uploader, the exporter and retention restart",
+        async || {
+            ["uploader", "exporter", "retention"].iter().all(|actor| {
+                daemon
+                    .events_named("actor restarted")
+                    .iter()
+                    .any(|e| e["actor"] == *actor && e["reason"] == "configuration changed: storage")
+            })
+        },
+    )
     .await;
     let mut after: Vec<String> = daemon.events_named("actor restarted")[before..]
         .iter()
@@ -469,7 +473,7 @@ async fn a_new_database_url_or_store_key_restarts_only_the_actors_that_use_it() 
     after.sort();
     assert_eq!(
         after,
-        ["exporter", "uploader"],
+        ["exporter", "retention", "uploader"],
         "only the store's users restarted for new credentials"
     );
     garage.delete_key(&garage.key_id);

@@ -51,6 +51,17 @@ async fn latencies(
     values
 }
 
+/// The daemon's log lines about uploads, for a failure message.
+fn upload_log_lines(daemon: &common::daemon::Daemon) -> String {
+    let lines: Vec<String> = daemon
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("upload"))
+        .map(str::to_owned)
+        .collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 fn p95(values: &[f64]) -> f64 {
     values[((values.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)]
 }
@@ -187,7 +198,13 @@ async fn every_kind_of_change_reaches_the_catalog_in_time(mode: &str) {
     // Every content is uploaded right after.
     let deadline = Instant::now() + Duration::from_secs(20);
     while database.count("SELECT count(*) FROM upload_queue").await > 0 {
-        assert!(Instant::now() < deadline, "uploads did not follow");
+        if Instant::now() >= deadline {
+            panic!(
+                "uploads did not follow: rows still queued 20 s after the last change:\n{}\nupload log lines:\n{}",
+                database.queue_rows().await,
+                upload_log_lines(&daemon)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let uploaded: BTreeSet<String> = {

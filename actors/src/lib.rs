@@ -25,6 +25,7 @@ pub mod hooks;
 pub mod key;
 pub mod pathenc;
 pub mod restore;
+pub mod retention;
 pub mod scan;
 pub mod store;
 pub mod upload;

@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod find;
+pub mod gc;
 pub mod health;
 pub mod restore;
 pub mod run;

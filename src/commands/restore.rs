@@ -254,7 +254,11 @@ pub async fn history(config: &Config, args: &HistoryArgs) -> anyhow::Result<Exit
                 "{} {} {}",
                 bytesize::ByteSize(size.max(0) as u64),
                 &sha[..12.min(sha.len())],
-                if entry.stored { "stored" } else { "not stored" }
+                match (&entry.purged_at, entry.stored) {
+                    (_, true) => "stored".to_owned(),
+                    (Some(when), false) => format!("purged by retention on {when}"),
+                    (None, false) => "not stored".to_owned(),
+                }
             ),
             _ => String::new(),
         };

@@ -92,6 +92,14 @@ pub fn daemon_settings(config: &Config, role: Role) -> anyhow::Result<DaemonSett
             ),
         },
         export_keep: config.catalog.export_keep as usize,
+        gc_schedule: match config.retention.schedule.as_str() {
+            "off" => None,
+            expression => Some(
+                Schedule::parse(expression, &config.scan.timezone)
+                    .map_err(|error| anyhow::anyhow!("retention.schedule: {error}"))?,
+            ),
+        },
+        retention: config.retention.policy(),
         hash_workers: config.hash.workers as usize,
         upload: app::upload_settings(config),
         bandwidth_limit: config.upload.bandwidth_limit,

@@ -22,6 +22,7 @@ pub struct Config {
     pub watch: WatchConfig,
     pub scan: ScanConfig,
     pub catalog: CatalogConfig,
+    pub retention: RetentionConfig,
     pub hash: HashConfig,
     pub upload: UploadConfig,
     pub log: LogConfig,
@@ -122,6 +123,37 @@ pub struct CatalogConfig {
     pub export_schedule: String,
     /// Exports kept in the bucket; older ones are deleted after each export.
     pub export_keep: u64,
+}
+
+/// What the store keeps of what is no longer live (`gc`, and the daemon's scheduled run).
+/// The default keeps everything.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RetentionConfig {
+    /// How long the content of a deleted file is kept; "forever" by default.
+    #[serde(with = "forever_compat")]
+    pub deleted_for: Option<Duration>,
+    /// How long a version replaced by a newer one is kept; "forever" by default.
+    #[serde(with = "forever_compat")]
+    pub replaced_for: Option<Duration>,
+    /// The newest versions of each existing file kept whatever their age (the current one
+    /// counts).
+    pub keep_versions: u64,
+    /// Between the mark and the deletion of an object; longer than `upload.lease`.
+    #[serde(with = "humantime_serde_compat")]
+    pub grace: Duration,
+    /// Cron expression in `scan.timezone`, or "off".
+    pub schedule: String,
+}
+
+impl RetentionConfig {
+    pub fn policy(&self) -> fms_actors::catalog::retention::RetentionPolicy {
+        fms_actors::catalog::retention::RetentionPolicy {
+            deleted_for: self.deleted_for,
+            replaced_for: self.replaced_for,
+            keep_versions: self.keep_versions as u32,
+            grace: self.grace,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -245,6 +277,13 @@ fn from_value(value: serde_json::Value) -> Result<Config, ConfigErrors> {
         export_schedule: s.string("export_schedule").unwrap_or_else(|| "30 4 * * *".into()),
         export_keep: s.integer("export_keep", 1, 10_000).unwrap_or(14),
     });
+    let retention = top.section("retention", |s| RetentionConfig {
+        deleted_for: s.duration_or_forever("deleted_for").unwrap_or(None),
+        replaced_for: s.duration_or_forever("replaced_for").unwrap_or(None),
+        keep_versions: s.integer("keep_versions", 1, 1_000_000).unwrap_or(1),
+        grace: s.duration("grace").unwrap_or(Duration::from_secs(24 * 3600)),
+        schedule: s.string("schedule").unwrap_or_else(|| "15 5 * * *".into()),
+    });
     let hash = top.section("hash", |s| HashConfig {
         workers: s.integer("workers", 1, 256).unwrap_or_else(default_workers),
     });
@@ -264,6 +303,7 @@ fn from_value(value: serde_json::Value) -> Result<Config, ConfigErrors> {
         watch,
         scan,
         catalog,
+        retention,
         hash,
         upload,
         log,
@@ -519,6 +559,21 @@ fn validate(config: &Config, problems: &mut Vec<Problem>) {
             add("catalog.export_schedule".into(), format!("{error} (or \"off\")"));
         }
     }
+    if config.retention.schedule != "off" {
+        if let Err(error) = Schedule::parse(&config.retention.schedule, "UTC") {
+            add("retention.schedule".into(), format!("{error} (or \"off\")"));
+        }
+    }
+    if config.retention.grace <= config.upload.lease {
+        add(
+            "retention.grace".into(),
+            format!(
+                "{} is not longer than upload.lease ({}): an upload in progress could lose its object; make it longer",
+                humantime::format_duration(config.retention.grace),
+                humantime::format_duration(config.upload.lease)
+            ),
+        );
+    }
     if let Err(error) = Schedule::parse("0 3 * * *", &config.scan.timezone) {
         add("scan.timezone".into(), error);
     }
@@ -621,6 +676,18 @@ fn redact_keyword_password(text: &str) -> String {
 }
 
 /// Durations shown as "2s", "15m".
+mod forever_compat {
+    pub fn serialize<S: serde::Serializer>(
+        value: &Option<std::time::Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            None => serializer.serialize_str("forever"),
+            Some(duration) => serializer.serialize_str(&humantime::format_duration(*duration).to_string()),
+        }
+    }
+}
+
 mod humantime_serde_compat {
     pub fn serialize<S: serde::Serializer>(value: &std::time::Duration, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&humantime::format_duration(*value).to_string())
@@ -664,6 +731,10 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     check(
         "catalog.export",
         old.catalog != new.catalog || (old.scan.timezone != new.scan.timezone && old.catalog.export_schedule != "off"),
+    );
+    check(
+        "retention",
+        old.retention != new.retention || (old.scan.timezone != new.scan.timezone && old.retention.schedule != "off"),
     );
     check("hash.workers", old.hash.workers != new.hash.workers);
     check("upload.concurrency", old.upload.concurrency != new.upload.concurrency);

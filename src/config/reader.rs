@@ -173,6 +173,27 @@ impl<'a> Section<'a> {
         parsed
     }
 
+    /// A duration, or "forever" (None inside the Some).
+    pub fn duration_or_forever(&mut self, key: &str) -> Option<Option<Duration>> {
+        let value = self.take(key)?;
+        let parsed = match &value {
+            Value::String(text) if text.trim().eq_ignore_ascii_case("forever") => Some(None),
+            Value::Number(number) => number
+                .as_f64()
+                .filter(|s| *s >= 0.0)
+                .map(|s| Some(Duration::from_secs_f64(s))),
+            Value::String(text) => humantime::parse_duration(text.trim()).ok().map(Some),
+            _ => None,
+        };
+        if parsed.is_none() {
+            self.problem(
+                key,
+                format!("must be a duration such as \"90days\" or \"12h\", or \"forever\", not {value}"),
+            );
+        }
+        parsed
+    }
+
     /// A size like "64MiB", "10 MB" (or a number of bytes).
     pub fn bytes(&mut self, key: &str) -> Option<u64> {
         let value = self.take(key)?;

@@ -229,6 +229,49 @@ fn the_documented_example_is_valid() {
     assert_eq!(config.scan.timezone, "Europe/Berlin");
 }
 
+#[test]
+fn retention_keeps_everything_by_default_as_the_example_states() {
+    let minimal = load_from_str(
+        "[database]\nurl = \"postgres://x@h/db\"\n[storage]\nkind = \"local\"\npath = \"/s\"\n\
+         [[roots]]\nlabel = \"a\"\npath = \"/a\"\n",
+        no_env(),
+    )
+    .unwrap();
+    let example = load_from_str(include_str!("../../config/filemetasync.example.toml"), no_env()).unwrap();
+    assert_eq!(minimal.retention, example.retention);
+    assert!(minimal.retention.policy().keeps_everything());
+    assert_eq!(minimal.retention.grace, Duration::from_secs(24 * 3600));
+}
+
+#[test]
+fn retention_reads_forever_and_durations_and_refuses_a_grace_within_the_lease() {
+    let base = "[database]\nurl = \"postgres://x@h/db\"\n[storage]\nkind = \"local\"\npath = \"/s\"\n\
+                [[roots]]\nlabel = \"a\"\npath = \"/a\"\n";
+    let config = load_from_str(
+        &format!("{base}[retention]\ndeleted_for = \"90days\"\nreplaced_for = \"FOREVER\"\nkeep_versions = 3\n"),
+        no_env(),
+    )
+    .unwrap();
+    assert_eq!(config.retention.deleted_for, Some(Duration::from_secs(90 * 86400)));
+    assert_eq!(config.retention.replaced_for, None);
+    assert_eq!(config.retention.keep_versions, 3);
+    let errors = load_from_str(
+        &format!("{base}[retention]\ndeleted_for = \"soon\"\ngrace = \"10m\"\nschedule = \"every day\"\n"),
+        no_env(),
+    )
+    .unwrap_err();
+    let keys: Vec<&str> = errors.0.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["retention.deleted_for", "retention.schedule", "retention.grace"]
+    );
+    assert!(
+        errors.0[2].message.contains("not longer than upload.lease (15m)"),
+        "{}",
+        errors.0[2].message
+    );
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -252,6 +295,8 @@ mod properties {
                 ("upload", "concurrency"), ("upload", "max_attempts"), ("upload", "bandwidth_limit"),
                 ("upload", "window"), ("scan", "schedule"), ("scan", "timezone"), ("hash", "workers"),
                 ("watch", "poll_interval"), ("watch", "mode"), ("log", "level"), ("http", "listen"),
+                ("retention", "deleted_for"), ("retention", "grace"), ("retention", "schedule"),
+                ("retention", "keep_versions"),
             ]),
             value in prop_oneof![
                 any::<i64>().prop_map(|n| n.to_string()),

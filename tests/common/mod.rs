@@ -122,6 +122,37 @@ impl Database {
         );
     }
 
+    /// Every queue row with its state, for a failure message.
+    pub async fn queue_rows(&self) -> String {
+        let rows = self
+            .client
+            .query(
+                "SELECT q.sha256, q.state, q.attempts, q.lease_owner IS NOT NULL,
+                        extract(epoch FROM q.next_attempt_at - now())::float8, coalesce(q.last_error, ''),
+                        (SELECT string_agg(f.path || CASE WHEN f.deleted_at IS NULL THEN '' ELSE ' (deleted)' END, ', ')
+                           FROM files f WHERE f.sha256 = q.sha256)
+                   FROM upload_queue q ORDER BY q.sha256",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| {
+                format!(
+                    "{} state={} attempts={} leased={} next_attempt_in={:.1}s error={:?} files={:?}",
+                    &row.get::<_, String>(0)[..12],
+                    row.get::<_, String>(1),
+                    row.get::<_, i32>(2),
+                    row.get::<_, bool>(3),
+                    row.get::<_, f64>(4),
+                    row.get::<_, String>(5),
+                    row.get::<_, Option<String>>(6),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.client
             .query_one(sql, &[])

@@ -18,6 +18,8 @@ pub struct HistoryEntry {
     pub size: Option<i64>,
     /// The content is in the store.
     pub stored: bool,
+    /// When retention deleted the content from the store, if it did.
+    pub purged_at: Option<String>,
 }
 
 /// Where a moment stands in a root's life.
@@ -65,7 +67,8 @@ impl Catalog {
                         coalesce(e.path_encoding, f.path_encoding),
                         coalesce(e.size, c.size, 0),
                         coalesce(e.mtime_ns, CASE WHEN c.sha256 = f.sha256 THEN f.mtime_ns END),
-                        c.storage_key, c.uploaded_at IS NOT NULL
+                        c.storage_key, c.uploaded_at IS NOT NULL,
+                        to_char(c.purged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
                    FROM file_events e
                    JOIN files f ON f.id = e.file_id
                    LEFT JOIN file_contents c ON c.sha256 = e.new_sha256
@@ -86,6 +89,7 @@ impl Catalog {
                         mtime_ns: row.get(6),
                         storage_key: row.get(7),
                         stored: row.get::<_, Option<bool>>(8).unwrap_or(false),
+                        purged_at: row.get(9),
                     });
                 },
             )
@@ -100,7 +104,8 @@ impl Catalog {
                 "SELECT e.file_id, to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
                         e.kind, e.agent, e.old_path, e.new_path,
                         coalesce(e.new_sha256, e.old_sha256), coalesce(e.size, c.size),
-                        c.uploaded_at IS NOT NULL
+                        c.uploaded_at IS NOT NULL,
+                        to_char(c.purged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
                    FROM file_events e
                    LEFT JOIN file_contents c ON c.sha256 = coalesce(e.new_sha256, e.old_sha256)
                   WHERE e.root = $1
@@ -121,6 +126,7 @@ impl Catalog {
                 sha256: row.get(6),
                 size: row.get(7),
                 stored: row.get(8),
+                purged_at: row.get(9),
             })
             .collect())
     }

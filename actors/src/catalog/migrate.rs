@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "event_versions",
         include_str!("../../../migrations/0007_event_versions.sql"),
     ),
+    (8, "retention", include_str!("../../../migrations/0008_retention.sql")),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).

@@ -9,6 +9,7 @@ pub mod history;
 pub mod migrate;
 mod queue;
 mod register;
+pub mod retention;
 mod status;
 pub mod tls;
 mod verify;

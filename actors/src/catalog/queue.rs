@@ -95,7 +95,7 @@ impl Catalog {
                 "WITH done AS (
                       DELETE FROM upload_queue WHERE sha256 IN (
                           SELECT sha256 FROM upload_queue WHERE sha256 = ANY($1) ORDER BY sha256 FOR UPDATE))
-                 UPDATE file_contents SET uploaded_at = coalesce(uploaded_at, now())
+                 UPDATE file_contents SET uploaded_at = coalesce(uploaded_at, now()), purged_at = NULL
                   WHERE sha256 IN (SELECT sha256 FROM file_contents WHERE sha256 = ANY($1)
                                     ORDER BY sha256 FOR NO KEY UPDATE)",
                 &[&sha256s],

@@ -56,10 +56,19 @@ pub struct BatchOutcome {
     pub retries: u64,
 }
 
+/// New contents, and the upload queue entries of those not stored. Existing contents are
+/// locked (KEY SHARE, by SHA-256) before anything is decided from them, so that retention's
+/// sweep, which deletes an object only under FOR UPDATE on its row, either sees the file that
+/// holds the content now or is waited for: the locking read returns the row as the sweep
+/// left it, and a content it purged (or was purging) is queued for upload again.
 const UPSERT_CONTENTS: &str = "
     WITH input AS (
         SELECT DISTINCT ON (sha256) sha256, size, storage_key
           FROM unnest($1::text[], $2::int8[], $3::text[]) AS t(sha256, size, storage_key)),
+    locked AS (
+        SELECT c.sha256, c.uploaded_at, c.gc_marked_at, c.purging_since FROM file_contents c
+         WHERE c.sha256 IN (SELECT sha256 FROM input)
+         ORDER BY c.sha256 FOR KEY SHARE),
     inserted AS (
         INSERT INTO file_contents (sha256, size, storage_key)
         SELECT sha256, size, storage_key FROM input ORDER BY sha256
@@ -68,14 +77,26 @@ const UPSERT_CONTENTS: &str = "
     queued AS (
         INSERT INTO upload_queue (sha256)
         SELECT sha256 FROM (
-            SELECT c.sha256 FROM file_contents c JOIN input i USING (sha256) WHERE c.uploaded_at IS NULL
+            SELECT l.sha256 FROM locked l WHERE l.uploaded_at IS NULL OR l.purging_since IS NOT NULL
             UNION SELECT sha256 FROM inserted) wanted
         ORDER BY sha256
         ON CONFLICT (sha256) DO UPDATE
            SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
          WHERE upload_queue.state = 'failed'
         RETURNING sha256)
-    SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM queued)";
+    SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM queued),
+           (SELECT coalesce(array_agg(sha256), '{}') FROM locked
+             WHERE gc_marked_at IS NOT NULL OR purging_since IS NOT NULL)";
+
+/// Contents registered again while retention had marked them (or was deleting their
+/// object): unmarked, and a content whose object may be gone is no longer counted as stored
+/// (its queue row, written above, lets the uploader find out: HEAD, then PUT if need be).
+const UNMARK_CONTENTS: &str = "
+    UPDATE file_contents
+       SET gc_marked_at = NULL, purging_since = NULL,
+           uploaded_at = CASE WHEN purging_since IS NOT NULL THEN NULL ELSE uploaded_at END
+     WHERE sha256 IN (SELECT sha256 FROM file_contents WHERE sha256 = ANY($1)
+                       ORDER BY sha256 FOR NO KEY UPDATE)";
 
 const UPSERT_FILES: &str = "
     WITH input AS (
@@ -214,6 +235,10 @@ impl Catalog {
             let keys: Vec<&str> = registrations.iter().map(|r| r.storage_key.as_str()).collect();
             let row = transaction.query_one(UPSERT_CONTENTS, &[&shas, &sizes, &keys]).await?;
             outcome.new_contents = row.get::<_, i64>(0) as u64;
+            let marked: Vec<String> = row.get(2);
+            if !marked.is_empty() {
+                transaction.execute(UNMARK_CONTENTS, &[&marked]).await?;
+            }
             let columns = RegistrationColumns::from(registrations);
             let row = transaction
                 .query_one(

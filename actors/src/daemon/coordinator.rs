@@ -114,6 +114,11 @@ pub fn plan(changed: &[String], role: Role, hashers: (usize, usize)) -> ReloadOu
             ChangeAction::Restart,
             matching(&["database", "storage", "agent", "catalog.export"]),
         );
+        add(
+            "retention",
+            ChangeAction::Restart,
+            matching(&["database", "storage", "agent", "retention"]),
+        );
     }
     outcome
 }
@@ -238,6 +243,7 @@ mod tests {
             vec![
                 change("uploader", Restart, &["storage"]),
                 change("exporter", Restart, &["storage"]),
+                change("retention", Restart, &["storage"]),
             ]
         );
         // A debounce and a schedule: watcher and debouncer restart for the debounce, the
@@ -261,11 +267,15 @@ mod tests {
                 change("scanner", Restart, &["database.url"]),
                 change("uploader", Restart, &["database.url"]),
                 change("exporter", Restart, &["database.url"]),
+                change("retention", Restart, &["database.url"]),
             ]
         );
         // The export schedule: the exporter alone.
         let outcome = plan(&keys(&["catalog.export"]), Role::All, (2, 2));
         assert_eq!(outcome, vec![change("exporter", Restart, &["catalog.export"])]);
+        // The retention policy or its schedule: the retention job alone.
+        let outcome = plan(&keys(&["retention"]), Role::All, (2, 2));
+        assert_eq!(outcome, vec![change("retention", Restart, &["retention"])]);
         // Concurrency alone: updated in place.
         let outcome = plan(&keys(&["upload.concurrency"]), Role::All, (2, 2));
         assert_eq!(outcome, vec![change("uploader", Update, &["upload.concurrency"])]);

@@ -389,6 +389,32 @@ impl Endpoint {
             "When the last catalog export was written (Unix time; 0: none yet)",
             load(&exports.last_unix) as i64,
         );
+        let gc = &observed.gc;
+        counter(registry, "gc_runs", "Scheduled retention runs finished", load(&gc.runs));
+        counter(
+            registry,
+            "gc_failures",
+            "Scheduled retention runs that failed",
+            load(&gc.failed),
+        );
+        counter(
+            registry,
+            "gc_marked",
+            "Contents marked by retention (no live file holds them, the policy lets them go)",
+            load(&gc.progress.marked),
+        );
+        counter(
+            registry,
+            "gc_purged",
+            "Objects deleted from the store by retention",
+            load(&gc.progress.purged),
+        );
+        counter(
+            registry,
+            "gc_reclaimed_bytes",
+            "Bytes deleted from the store by retention",
+            load(&gc.progress.reclaimed_bytes),
+        );
         let scans = &observed.scans;
         counter(registry, "scans_started", "Scans started", load(&scans.started));
         counter(

@@ -17,13 +17,13 @@
 
 mod coordinator;
 mod debouncer;
-pub mod exporter;
 mod hasher;
 pub mod http;
 mod idle;
 mod registrar;
 pub mod scanner;
 pub mod schedule;
+pub mod scheduled;
 mod slot;
 pub mod supervisor;
 mod uploader;
@@ -43,11 +43,11 @@ use crate::upload_controls::{UploadKnobs, UploadWindow};
 use actix::prelude::*;
 use coordinator::Coordinator;
 use debouncer::DebounceActor;
-use exporter::{ExportStats, ExporterActor, ExporterSettings};
 use hasher::{HasherActor, Hashers};
 use registrar::RegistrarActor;
 use scanner::{ActorSink, ScanStats, ScannerActor, ScannerSettings};
 use schedule::Schedule;
+use scheduled::{ExportStats, GcStats, JobTarget, ScheduledActor};
 use slog::{info, warn, Logger};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -103,6 +103,9 @@ pub struct DaemonSettings {
     /// `catalog.export_schedule` (None: "off") and `catalog.export_keep`.
     pub export_schedule: Option<Schedule>,
     pub export_keep: usize,
+    /// `retention.schedule` (None: "off") and the policy.
+    pub gc_schedule: Option<Schedule>,
+    pub retention: crate::catalog::retention::RetentionPolicy,
 }
 
 /// The settings in force; every actor's factory reads them when it starts an instance, so a
@@ -125,6 +128,7 @@ pub struct Observed {
     pub knobs: Arc<UploadKnobs>,
     pub unavailable_roots: UnavailableRoots,
     pub exports: Arc<ExportStats>,
+    pub gc: Arc<GcStats>,
 }
 
 /// What the application hooks into the daemon.
@@ -157,6 +161,7 @@ pub fn run(settings: DaemonSettings, log: Logger, hooks: DaemonHooks) -> std::io
         )),
         unavailable_roots: UnavailableRoots::default(),
         exports: Arc::default(),
+        gc: Arc::default(),
     };
     let http_stop = Arc::new(AtomicBool::new(false));
     let http = match settings.http_listen {
@@ -278,6 +283,7 @@ impl Wiring {
         if role.uploads() {
             children.push(self.uploader());
             children.push(self.exporter());
+            children.push(self.retention());
         }
         if !role.indexes() {
             return children;
@@ -373,27 +379,37 @@ impl Wiring {
     }
 
     fn exporter(&self) -> ChildSpec {
+        let stats = self.observed.exports.clone();
+        self.scheduled("exporter", move |settings, log| {
+            let job = scheduled::export_job(job_target(settings), settings.export_keep, stats.clone(), log);
+            (settings.export_schedule.clone(), job)
+        })
+    }
+
+    fn retention(&self) -> ChildSpec {
+        let stats = self.observed.gc.clone();
+        self.scheduled("retention", move |settings, log| {
+            let job = scheduled::gc_job(job_target(settings), settings.retention.clone(), stats.clone(), log);
+            (settings.gc_schedule.clone(), job)
+        })
+    }
+
+    /// A child that runs the job `make` builds from the settings in force, on its schedule.
+    fn scheduled(
+        &self,
+        name: &'static str,
+        make: impl Fn(&DaemonSettings, Logger) -> (Option<Schedule>, scheduled::Job) + Send + 'static,
+    ) -> ChildSpec {
         let arbiter = Arbiter::new();
         let live = self.live.clone();
-        let stats = self.observed.exports.clone();
-        let log = self.log.new(slog::o!("actor" => "exporter"));
+        let log = self.log.new(slog::o!("actor" => name));
         ChildSpec {
-            name: "exporter".into(),
+            name: name.into(),
             stop_order: 2,
             factory: Box::new(move |guard| {
-                let settings = current(&live);
-                let exporter = Arc::new(ExporterSettings {
-                    database: settings.database.clone(),
-                    agent: settings.agent.clone(),
-                    store: settings.store.clone(),
-                    schedule: settings.export_schedule.clone(),
-                    keep: settings.export_keep,
-                });
-                let (stats, log) = (stats.clone(), log.clone());
-                ExporterActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    ExporterActor::new(guard, exporter, stats, log)
-                })
-                .recipient()
+                let (schedule, job) = make(&current(&live), log.clone());
+                ScheduledActor::start_in_arbiter(&arbiter.handle(), move |_| ScheduledActor::new(guard, schedule, job))
+                    .recipient()
             }),
         }
     }
@@ -486,4 +502,12 @@ fn scanner_settings(settings: &DaemonSettings, observed: &Observed, log: &Logger
             log: log.new(slog::o!("actor" => "scanner")),
         },
     })
+}
+
+fn job_target(settings: &DaemonSettings) -> JobTarget {
+    JobTarget {
+        database: settings.database.clone(),
+        agent: settings.agent.clone(),
+        store: settings.store.clone(),
+    }
 }

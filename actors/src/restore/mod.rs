@@ -288,12 +288,12 @@ async fn restore_group(
     };
     let (sha256, key) = (&first.sha256, first.storage_key.clone().unwrap_or_default());
     if !first.stored || key.is_empty() {
+        let reason = match &first.purged_at {
+            Some(when) => format!("its content was purged by retention on {when}; not restored"),
+            None => "its content was never stored (not uploaded yet)".into(),
+        };
         for (file, _) in &todo {
-            fail(
-                &mut outcome,
-                file,
-                "its content was never stored (not uploaded yet)".into(),
-            );
+            fail(&mut outcome, file, reason.clone());
         }
         return outcome;
     }
@@ -437,6 +437,7 @@ mod tests {
             mtime_ns: None,
             storage_key: None,
             stored: false,
+            purged_at: None,
         };
         assert!(relative_path(&version("a/b")).is_some());
         assert!(relative_path(&version("../b")).is_none());

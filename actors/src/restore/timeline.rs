@@ -47,6 +47,8 @@ pub struct Event {
     /// The content's object key, and whether the store has it (as the catalog says now).
     pub storage_key: Option<String>,
     pub stored: bool,
+    /// When retention deleted the content from the store (RFC 3339), if it did.
+    pub purged_at: Option<String>,
 }
 
 /// A file as it was: where, what, and its mtime when known.
@@ -59,6 +61,7 @@ pub struct Version {
     pub mtime_ns: Option<i64>,
     pub storage_key: Option<String>,
     pub stored: bool,
+    pub purged_at: Option<String>,
 }
 
 /// The state of each file row as events are replayed, one event at a time (so that a large
@@ -83,6 +86,7 @@ impl Timeline {
                         mtime_ns: event.mtime_ns,
                         storage_key: event.storage_key,
                         stored: event.stored,
+                        purged_at: event.purged_at,
                     });
                     *alive = true;
                 }
@@ -140,6 +144,7 @@ mod tests {
             mtime_ns: Some(mtime),
             storage_key: sha.map(|sha| format!("files/{sha}")),
             stored: true,
+            purged_at: None,
         }
     }
 

@@ -212,6 +212,20 @@ async fn a_store_that_verifies_nothing_gets_every_object_read_back() {
     );
     assert_eq!(assert_store_matches_keys(&store).await, distinct);
     verify_deep_exits_0(&fms2);
+    // Once no file holds the content any more, its failed row leaves the queue (it would
+    // otherwise be reported as a failed upload for ever).
+    assert_eq!(
+        database
+            .count("SELECT count(*) FROM upload_queue WHERE state = 'failed'")
+            .await,
+        1
+    );
+    // (Another file keeps the root from looking emptied, which would delete nothing.)
+    std::fs::write(new_tree.join("other.bin"), b"another file").unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let summary = fms2.scan(0);
+    assert_eq!(summary["upload_dropped"], 1, "{summary}");
+    assert_eq!(database.count("SELECT count(*) FROM upload_queue").await, 0);
 }
 
 /// Other bytes of the same length, then the old mtime back: inode, size and mtime as before.

@@ -133,6 +133,8 @@ const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// How often a closed upload window is looked at again.
 const WINDOW_POLL: Duration = Duration::from_secs(1);
+/// How often an idle uploader clears failed rows that no live file needs any more.
+const FAILURE_SWEEP: Duration = Duration::from_secs(60);
 
 impl Uploader {
     pub fn new(
@@ -205,6 +207,8 @@ impl Uploader {
         let mut last_commit = Instant::now();
         let mut next_poll = Instant::now();
         let mut store_down: Option<String> = None;
+        // The first idle moment sweeps; then once per FAILURE_SWEEP.
+        let mut last_failure_sweep = Instant::now().checked_sub(FAILURE_SWEEP).unwrap_or_else(Instant::now);
         loop {
             let concurrency = knobs.concurrency();
             let open = knobs.open(chrono::Utc::now());
@@ -225,6 +229,10 @@ impl Uploader {
                 let leased = self.lease((concurrency * 4) as i32).await?;
                 if leased.is_empty() {
                     next_poll = Instant::now() + IDLE_POLL;
+                    if last_failure_sweep.elapsed() >= FAILURE_SWEEP {
+                        last_failure_sweep = Instant::now();
+                        self.drop_unneeded_failures().await?;
+                    }
                 }
                 ready.extend(leased);
             }
@@ -235,7 +243,12 @@ impl Uploader {
             if in_flight.is_empty() {
                 self.record(&mut done).await?;
                 last_commit = Instant::now();
-                if stopping || (open && self.drained(control).await?) {
+                if stopping {
+                    break;
+                }
+                if open && self.drained(control).await? {
+                    // Registration has ended (a scan's deletions are in): a last look.
+                    self.drop_unneeded_failures().await?;
                     break;
                 }
                 if !open {
@@ -271,6 +284,16 @@ impl Uploader {
             Some(reason) => Err(UploadError::StoreUnavailable(reason)),
             None => Ok(()),
         }
+    }
+
+    /// Failed rows whose content no live file holds leave the queue.
+    async fn drop_unneeded_failures(&self) -> Result<(), CatalogError> {
+        let dropped = self.catalog.drop_unneeded_failures().await?;
+        if dropped > 0 {
+            self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+            info!(self.log, "failed uploads dropped: no file holds their contents any more"; "count" => dropped);
+        }
+        Ok(())
     }
 
     /// Give back every lease this uploader holds (after its run was cut short).

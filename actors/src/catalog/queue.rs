@@ -143,6 +143,21 @@ impl Catalog {
         Ok(removed > 0)
     }
 
+    /// Failed rows (given up after their last attempt) whose content no live file holds any
+    /// more: nobody needs them stored, so they leave the queue instead of being reported as
+    /// failed for ever. Returns how many.
+    pub async fn drop_unneeded_failures(&self) -> Result<u64, CatalogError> {
+        self.client
+            .execute(
+                "DELETE FROM upload_queue q
+                  WHERE q.sha256 IN (SELECT sha256 FROM upload_queue WHERE state = 'failed'
+                                      ORDER BY sha256 FOR UPDATE SKIP LOCKED)
+                    AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = q.sha256 AND f.deleted_at IS NULL)",
+                &[],
+            )
+            .await
+    }
+
     /// Pending rows this agent can work off: a live file under `roots` holds the content, or
     /// none holds it any more (the row is dropped). Rows only another agent's roots can serve
     /// are left to that agent.

@@ -46,8 +46,9 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub json: bool,
     /// Contents downloaded at once (small objects are bound by the store's latency, not
-    /// by bandwidth, so many at once pay).
-    #[arg(long, default_value_t = 32)]
+    /// by bandwidth, so many at once pay: against Garage here 8 took 28 s for 7,911
+    /// objects, 32 took 9 s, 64 took 7 s, and more only cost memory).
+    #[arg(long, default_value_t = 64)]
     pub parallel: usize,
 }
 

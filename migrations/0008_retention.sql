@@ -19,7 +19,8 @@ ALTER TABLE file_contents
     ADD COLUMN purging_since timestamptz,
     ADD COLUMN purged_at     timestamptz;
 
-CREATE INDEX file_contents_gc_marked ON file_contents (gc_marked_at) WHERE gc_marked_at IS NOT NULL;
+-- The sweep pages through marked contents by SHA-256.
+CREATE INDEX file_contents_gc_marked ON file_contents (sha256) WHERE gc_marked_at IS NOT NULL AND purged_at IS NULL;
 CREATE INDEX file_contents_purging ON file_contents (purging_since) WHERE purging_since IS NOT NULL;
 
 -- The stored contents the retention policy lets go. A content is kept when a live file holds

@@ -76,15 +76,14 @@ pub async fn run(
         ..Default::default()
     };
     let collectable = if report.policy_collects {
-        catalog.gc_collectable(policy).await.map_err(describe)?
+        let (collectable, by_root) = catalog.gc_collectable(policy).await.map_err(describe)?;
+        report.by_root = by_root;
+        collectable
     } else {
         Vec::new()
     };
     report.collectable_objects = collectable.len() as u64;
     report.collectable_bytes = collectable.iter().map(|c| c.size).sum();
-    if !collectable.is_empty() {
-        report.by_root = catalog.gc_by_root(policy).await.map_err(describe)?;
-    }
     if !dry_run {
         let (marked, unmarked) = catalog.gc_mark(&collectable).await.map_err(describe)?;
         report.marked = marked;

@@ -81,6 +81,16 @@ impl BoundedClient {
             .await
     }
 
+    /// `query` with a deadline of its own (a known long query, such as retention's policy).
+    pub(super) async fn query_within(
+        &self,
+        timeout: Duration,
+        statement: &str,
+        params: Params<'_>,
+    ) -> Result<Vec<Row>, CatalogError> {
+        bounded(timeout, async { Ok(self.client.query(statement, params).await?) }).await
+    }
+
     /// The raw client, for a transaction (its caller bounds the whole of it) and for
     /// migrations (DDL on a large catalog may take long; it is not bounded).
     pub(super) fn inner_mut(&mut self) -> &mut Client {

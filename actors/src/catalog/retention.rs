@@ -47,45 +47,52 @@ fn interval(duration: Option<Duration>) -> Option<String> {
     duration.map(|d| format!("{} milliseconds", d.as_millis()))
 }
 
-const COLLECTABLE: &str =
-    "SELECT sha256, size, storage_key FROM fms_gc_collectable($1::text::interval, $2::text::interval, $3)";
+/// The policy's answer, with the roots each content was ever registered under (one pass
+/// over the events, hash-joined: a lookup per content would read `files` once per content).
+const COLLECTABLE: &str = "
+    WITH c AS (SELECT sha256, size, storage_key
+                 FROM fms_gc_collectable($1::text::interval, $2::text::interval, $3)),
+         r AS (SELECT DISTINCT e.new_sha256 AS sha256, e.root FROM file_events e WHERE e.new_sha256 IS NOT NULL)
+    SELECT c.sha256, c.size, c.storage_key, coalesce(array_agg(r.root ORDER BY r.root) FILTER (WHERE r.root IS NOT NULL), '{}')
+      FROM c LEFT JOIN r ON r.sha256 = c.sha256
+     GROUP BY c.sha256, c.size, c.storage_key
+     ORDER BY c.sha256";
+
+/// The policy query reads every event; on a large catalog it may take much longer than one
+/// ordinary statement, so it gets this many statement timeouts.
+const POLICY_QUERY_TIMEOUTS: u32 = 10;
 
 impl Catalog {
-    /// The stored contents the policy lets go now.
-    pub async fn gc_collectable(&self, policy: &RetentionPolicy) -> Result<Vec<Collectable>, CatalogError> {
+    /// The stored contents the policy lets go now, and per root what that comes to.
+    pub async fn gc_collectable(
+        &self,
+        policy: &RetentionPolicy,
+    ) -> Result<(Vec<Collectable>, Vec<RootShare>), CatalogError> {
         let (deleted, replaced) = (interval(policy.deleted_for), interval(policy.replaced_for));
         let keep = policy.keep_versions as i32;
         let rows = self
             .client
-            .query(&format!("{COLLECTABLE} ORDER BY sha256"), &[&deleted, &replaced, &keep])
-            .await?;
-        Ok(rows.iter().map(collectable).collect())
-    }
-
-    /// Per root, what the policy lets go.
-    pub async fn gc_by_root(&self, policy: &RetentionPolicy) -> Result<Vec<RootShare>, CatalogError> {
-        let (deleted, replaced) = (interval(policy.deleted_for), interval(policy.replaced_for));
-        let keep = policy.keep_versions as i32;
-        let rows = self
-            .client
-            .query(
-                &format!(
-                    "WITH c AS ({COLLECTABLE})
-                     SELECT r.root, count(*), coalesce(sum(c.size), 0)::int8
-                       FROM c CROSS JOIN LATERAL (SELECT DISTINCT f.root FROM files f WHERE f.sha256 = c.sha256) r
-                      GROUP BY r.root ORDER BY r.root"
-                ),
+            .query_within(
+                self.client.timeout() * POLICY_QUERY_TIMEOUTS,
+                COLLECTABLE,
                 &[&deleted, &replaced, &keep],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| RootShare {
-                root: row.get(0),
-                objects: row.get::<_, i64>(1) as u64,
-                bytes: row.get::<_, i64>(2) as u64,
-            })
-            .collect())
+        let mut shares: std::collections::BTreeMap<String, RootShare> = Default::default();
+        let mut contents = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let content = collectable(row);
+            for root in row.get::<_, Vec<String>>(3) {
+                let share = shares.entry(root.clone()).or_insert_with(|| RootShare {
+                    root,
+                    ..Default::default()
+                });
+                share.objects += 1;
+                share.bytes += content.size;
+            }
+            contents.push(content);
+        }
+        Ok((contents, shares.into_values().collect()))
     }
 
     /// The mark phase: contents collectable now get a mark (if they have none), marked
@@ -163,22 +170,21 @@ impl Catalog {
         claimed: &[String],
         delete: impl FnOnce(Vec<String>) -> futures::future::BoxFuture<'a, Vec<String>> + Send,
     ) -> Result<(Vec<String>, Vec<String>), CatalogError> {
-        let transaction = self.client.inner_mut().transaction().await?;
-        transaction
-            .execute(
-                "SELECT 1 FROM file_contents WHERE sha256 = ANY ($1) ORDER BY sha256 FOR UPDATE",
-                &[&claimed],
-            )
-            .await?;
+        use super::bounded::bounded;
+        // Every statement within the statement timeout; the deletions in between are bounded
+        // by the store's own timeout.
+        let timeout = self.client.timeout();
+        let transaction = bounded(timeout, async { Ok(self.client.inner_mut().transaction().await?) }).await?;
+        let lock = "SELECT 1 FROM file_contents WHERE sha256 = ANY ($1) ORDER BY sha256 FOR UPDATE";
+        bounded(timeout, async { Ok(transaction.execute(lock, &[&claimed]).await?) }).await?;
         // A new statement: it sees every registration that held one of these rows.
-        let rows = transaction
-            .query(
-                "SELECT c.sha256 FROM file_contents c
-                  WHERE c.sha256 = ANY ($1) AND c.purging_since IS NOT NULL AND c.purged_at IS NULL
-                    AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = c.sha256 AND f.deleted_at IS NULL)",
-                &[&claimed],
-            )
-            .await?;
+        let unreferenced = "SELECT c.sha256 FROM file_contents c
+              WHERE c.sha256 = ANY ($1) AND c.purging_since IS NOT NULL AND c.purged_at IS NULL
+                AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = c.sha256 AND f.deleted_at IS NULL)";
+        let rows = bounded(timeout, async {
+            Ok(transaction.query(unreferenced, &[&claimed]).await?)
+        })
+        .await?;
         let going: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
         let kept: Vec<String> = claimed.iter().filter(|sha| !going.contains(sha)).cloned().collect();
         // Only what the store confirmed deleted is recorded; the rest keeps its intent and is
@@ -186,27 +192,19 @@ impl Catalog {
         let deleted = delete(going).await;
         // Held by a live file again but still carrying an intent (an earlier sweep may have
         // deleted the object before it could record it): treated as a registration would.
-        transaction
-            .execute(
-                "WITH taken AS (
-                      UPDATE file_contents
-                         SET gc_marked_at = NULL, purging_since = NULL, uploaded_at = NULL
-                       WHERE sha256 = ANY ($1) AND purging_since IS NOT NULL
-                      RETURNING sha256)
-                 INSERT INTO upload_queue (sha256) SELECT sha256 FROM taken ORDER BY sha256
-                 ON CONFLICT (sha256) DO NOTHING",
-                &[&kept],
-            )
-            .await?;
-        transaction
-            .execute(
-                "UPDATE file_contents
-                    SET purged_at = now(), uploaded_at = NULL, purging_since = NULL, gc_marked_at = NULL
-                  WHERE sha256 = ANY ($1)",
-                &[&deleted],
-            )
-            .await?;
-        transaction.commit().await?;
+        let take_back = "WITH taken AS (
+                  UPDATE file_contents
+                     SET gc_marked_at = NULL, purging_since = NULL, uploaded_at = NULL
+                   WHERE sha256 = ANY ($1) AND purging_since IS NOT NULL
+                  RETURNING sha256)
+             INSERT INTO upload_queue (sha256) SELECT sha256 FROM taken ORDER BY sha256
+             ON CONFLICT (sha256) DO NOTHING";
+        bounded(timeout, async { Ok(transaction.execute(take_back, &[&kept]).await?) }).await?;
+        let purged = "UPDATE file_contents
+                SET purged_at = now(), uploaded_at = NULL, purging_since = NULL, gc_marked_at = NULL
+              WHERE sha256 = ANY ($1)";
+        bounded(timeout, async { Ok(transaction.execute(purged, &[&deleted]).await?) }).await?;
+        bounded(timeout, async { Ok(transaction.commit().await?) }).await?;
         Ok((deleted, kept))
     }
 }

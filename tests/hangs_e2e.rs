@@ -215,3 +215,57 @@ fn url_through(url: &str, front: &TcpFront) -> String {
     let (_, database) = rest.split_once('/').unwrap();
     format!("{scheme_user}@127.0.0.1:{}/{database}", front.port)
 }
+
+/// PostgreSQL backends of `database` whose query is the test hook's sleep.
+async fn sleeping_backends(database: &Database) -> i64 {
+    database
+        .count(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND state = 'active'
+                AND query LIKE '%test hook: slow batch%' AND pid <> pg_backend_pid()",
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_given_up_at_its_deadline_is_cancelled_on_the_server() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    let manifest = make_corpus(&tree, 40, &["--large", "0"]);
+    let database = Database::create("cancelled").await;
+    let garage = Garage::start();
+    let fms = Fms::new(&database, &garage.storage_toml(), &[("docs", &tree)], "");
+    // The first registration batch sleeps 60 s on the server; our deadline is 2 s.
+    let started = Instant::now();
+    let output = fms
+        .command(&["scan", "--json"])
+        .env("FMS_DATABASE__STATEMENT_TIMEOUT", "2s")
+        .env("FILEMETASYNC_TEST_SLOW_BATCH", "60")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}\n{}", tail(&stdout), tail(&stderr));
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    let summary = summary_of(&stdout);
+    let reason = summary["roots"][0]["message"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("did not answer within 2 s"), "{summary}");
+    // Without the cancel request the sleep would go on for the rest of its minute.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sleeping_backends(&database).await > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned statement still runs on the server"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The next scan (no hook) registers everything.
+    let output = fms.command(&["scan", "--wait", "--json"]).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        tail(&String::from_utf8_lossy(&output.stdout))
+    );
+    assert_eq!(database.live_files("docs").await, expected_files(&manifest));
+}

@@ -7,7 +7,9 @@
 //! doing is unknown), and its owner reconnects as after any lost connection.
 
 use super::CatalogError;
+use futures::future::BoxFuture;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, SimpleQueryMessage};
@@ -15,13 +17,24 @@ use tokio_postgres::{Client, Row, SimpleQueryMessage};
 pub(super) struct BoundedClient {
     client: Client,
     timeout: Duration,
+    cancel: Cancel,
+    /// How long a cancel request may take to be delivered (`database.connect_timeout`).
+    cancel_within: Duration,
 }
+
+/// Sends PostgreSQL a cancel request for whatever this connection runs.
+pub(super) type Cancel = Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 impl BoundedClient {
-    pub(super) fn new(client: Client, timeout: Duration) -> BoundedClient {
-        BoundedClient { client, timeout }
+    pub(super) fn new(client: Client, timeout: Duration, cancel: Cancel, cancel_within: Duration) -> BoundedClient {
+        BoundedClient {
+            client,
+            timeout,
+            cancel,
+            cancel_within,
+        }
     }
 
     /// `future` within the statement timeout.
@@ -29,7 +42,20 @@ impl BoundedClient {
         &self,
         future: impl Future<Output = Result<T, CatalogError>>,
     ) -> Result<T, CatalogError> {
-        bounded(self.timeout, future).await
+        self.cancel_on_timeout(bounded(self.timeout, future).await)
+    }
+
+    fn cancel_on_timeout<T>(&self, result: Result<T, CatalogError>) -> Result<T, CatalogError> {
+        self.canceller().on_timeout(result)
+    }
+
+    /// What cancels this connection's statement after a deadline, for the callers that bound
+    /// a transaction's steps themselves.
+    pub(super) fn canceller(&self) -> Canceller {
+        Canceller {
+            cancel: self.cancel.clone(),
+            within: self.cancel_within,
+        }
     }
 
     pub(super) async fn query(&self, statement: &str, params: Params<'_>) -> Result<Vec<Row>, CatalogError> {
@@ -88,7 +114,7 @@ impl BoundedClient {
         statement: &str,
         params: Params<'_>,
     ) -> Result<Vec<Row>, CatalogError> {
-        bounded(timeout, async { Ok(self.client.query(statement, params).await?) }).await
+        self.cancel_on_timeout(bounded(timeout, async { Ok(self.client.query(statement, params).await?) }).await)
     }
 
     /// The raw client, for a transaction (its caller bounds the whole of it) and for
@@ -99,6 +125,26 @@ impl BoundedClient {
 
     pub(super) fn timeout(&self) -> Duration {
         self.timeout
+    }
+}
+
+pub(super) struct Canceller {
+    cancel: Cancel,
+    within: Duration,
+}
+
+impl Canceller {
+    /// After a deadline: ask the server to cancel the statement it may still be running (in
+    /// the background, itself bounded; a server that does not answer is not waited for).
+    /// Otherwise PostgreSQL runs an abandoned query to its end, holding its locks.
+    pub(super) fn on_timeout<T>(&self, result: Result<T, CatalogError>) -> Result<T, CatalogError> {
+        if let Err(CatalogError::Timeout(_)) = &result {
+            let (cancel, within) = (self.cancel.clone(), self.within);
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(within, cancel()).await;
+            });
+        }
+        result
     }
 }
 

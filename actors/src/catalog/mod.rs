@@ -105,24 +105,40 @@ impl Catalog {
         };
         // The connection ends when the client is dropped or the server goes away; every
         // query on the client then fails and its owner reconnects.
-        let client = match &plan.tls {
+        // A statement given up at its deadline is also cancelled on the server (over a new
+        // connection, as PostgreSQL's cancel request works), so that it does not run on there.
+        let (client, cancel): (_, bounded::Cancel) = match &plan.tls {
             None => {
                 let (client, connection) = plan.config.connect(NoTls).await.map_err(failed)?;
                 tokio::spawn(async move {
                     let _ = connection.await;
                 });
-                client
+                let token = client.cancel_token();
+                let cancel: bounded::Cancel = std::sync::Arc::new(move || {
+                    let token = token.clone();
+                    Box::pin(async move {
+                        let _ = token.cancel_query(NoTls).await;
+                    })
+                });
+                (client, cancel)
             }
             Some(roots) => {
                 let connector = tls::connector(roots).map_err(CatalogError::Connect)?;
-                let (client, connection) = plan.config.connect(connector).await.map_err(failed)?;
+                let (client, connection) = plan.config.connect(connector.clone()).await.map_err(failed)?;
                 tokio::spawn(async move {
                     let _ = connection.await;
                 });
-                client
+                let token = client.cancel_token();
+                let cancel: bounded::Cancel = std::sync::Arc::new(move || {
+                    let (token, connector) = (token.clone(), connector.clone());
+                    Box::pin(async move {
+                        let _ = token.cancel_query(connector).await;
+                    })
+                });
+                (client, cancel)
             }
         };
-        let client = bounded::BoundedClient::new(client, target.statement_timeout);
+        let client = bounded::BoundedClient::new(client, target.statement_timeout, cancel, target.connect_timeout);
         if let Some(schema) = &target.schema {
             // Every statement of ours names its tables unqualified; the search path says
             // where they are. Set once per session (the transaction pooler is refused).

@@ -161,6 +161,7 @@ const SOFT_DELETE: &str = "
 const TRANSIENT_ATTEMPTS: u32 = 5;
 
 /// A real deadlock error (SQLSTATE 40P01) raised by the server, for the fault hook.
+#[cfg_attr(not(feature = "fault-hooks"), allow(dead_code))]
 const INJECTED_DEADLOCK: &str =
     "DO $$ BEGIN RAISE EXCEPTION 'injected deadlock (test hook)' USING ERRCODE = '40P01'; END $$";
 
@@ -178,9 +179,9 @@ impl Catalog {
     ) -> Result<BatchOutcome, CatalogError> {
         let mut attempt = 1;
         loop {
-            let timeout = self.client.timeout();
+            let (timeout, canceller) = (self.client.timeout(), self.client.canceller());
             let once = self.write_batch_once(root, registrations, moves, deletions);
-            match super::bounded::bounded(timeout, once).await {
+            match canceller.on_timeout(super::bounded::bounded(timeout, once).await) {
                 Err(error) if error.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
                     attempt += 1;
                     let pause = std::time::Duration::from_millis(rand::random_range(10..100) * attempt as u64);
@@ -208,6 +209,11 @@ impl Catalog {
         let transaction = self.client.inner_mut().transaction().await?;
         if crate::hooks::inject_deadlock(root) {
             transaction.batch_execute(INJECTED_DEADLOCK).await?;
+        }
+        if let Some(seconds) = crate::hooks::slow_batch() {
+            transaction
+                .batch_execute(&format!("SELECT pg_sleep({seconds}) /* test hook: slow batch */"))
+                .await?;
         }
         let mut outcome = BatchOutcome::default();
         if !moves.is_empty() {

@@ -170,21 +170,24 @@ impl Catalog {
         claimed: &[String],
         delete: impl FnOnce(Vec<String>) -> futures::future::BoxFuture<'a, Vec<String>> + Send,
     ) -> Result<(Vec<String>, Vec<String>), CatalogError> {
+        // Every statement within the statement timeout (and cancelled on the server past
+        // it); the deletions in between are bounded by the store's own timeout.
+        let (timeout, canceller) = (self.client.timeout(), self.client.canceller());
         use super::bounded::bounded;
-        // Every statement within the statement timeout; the deletions in between are bounded
-        // by the store's own timeout.
-        let timeout = self.client.timeout();
-        let transaction = bounded(timeout, async { Ok(self.client.inner_mut().transaction().await?) }).await?;
+        let transaction =
+            canceller.on_timeout(bounded(timeout, async { Ok(self.client.inner_mut().transaction().await?) }).await)?;
         let lock = "SELECT 1 FROM file_contents WHERE sha256 = ANY ($1) ORDER BY sha256 FOR UPDATE";
-        bounded(timeout, async { Ok(transaction.execute(lock, &[&claimed]).await?) }).await?;
+        canceller.on_timeout(bounded(timeout, async { Ok(transaction.execute(lock, &[&claimed]).await?) }).await)?;
         // A new statement: it sees every registration that held one of these rows.
         let unreferenced = "SELECT c.sha256 FROM file_contents c
               WHERE c.sha256 = ANY ($1) AND c.purging_since IS NOT NULL AND c.purged_at IS NULL
                 AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = c.sha256 AND f.deleted_at IS NULL)";
-        let rows = bounded(timeout, async {
-            Ok(transaction.query(unreferenced, &[&claimed]).await?)
-        })
-        .await?;
+        let rows = canceller.on_timeout(
+            bounded(timeout, async {
+                Ok(transaction.query(unreferenced, &[&claimed]).await?)
+            })
+            .await,
+        )?;
         let going: Vec<String> = rows.iter().map(|row| row.get(0)).collect();
         let kept: Vec<String> = claimed.iter().filter(|sha| !going.contains(sha)).cloned().collect();
         // Only what the store confirmed deleted is recorded; the rest keeps its intent and is
@@ -199,12 +202,12 @@ impl Catalog {
                   RETURNING sha256)
              INSERT INTO upload_queue (sha256) SELECT sha256 FROM taken ORDER BY sha256
              ON CONFLICT (sha256) DO NOTHING";
-        bounded(timeout, async { Ok(transaction.execute(take_back, &[&kept]).await?) }).await?;
+        canceller.on_timeout(bounded(timeout, async { Ok(transaction.execute(take_back, &[&kept]).await?) }).await)?;
         let purged = "UPDATE file_contents
                 SET purged_at = now(), uploaded_at = NULL, purging_since = NULL, gc_marked_at = NULL
               WHERE sha256 = ANY ($1)";
-        bounded(timeout, async { Ok(transaction.execute(purged, &[&deleted]).await?) }).await?;
-        bounded(timeout, async { Ok(transaction.commit().await?) }).await?;
+        canceller.on_timeout(bounded(timeout, async { Ok(transaction.execute(purged, &[&deleted]).await?) }).await)?;
+        canceller.on_timeout(bounded(timeout, async { Ok(transaction.commit().await?) }).await)?;
         Ok((deleted, kept))
     }
 }

@@ -6,8 +6,6 @@ use fms_actors::catalog::Catalog;
 use fms_actors::fs::IgnoreMatcher;
 use fms_actors::scan::RootSpec;
 use fms_actors::store::{LocalStore, ObjectStore, S3Settings, S3Store};
-use std::collections::HashMap;
-use std::path::PathBuf;
 
 /// A catalog connection, with the schema brought up to date first (under the advisory lock).
 pub async fn open_catalog_migrated(config: &Config) -> anyhow::Result<Catalog> {
@@ -67,12 +65,8 @@ pub fn roots(config: &Config) -> Vec<RootSpec> {
         .collect()
 }
 
-pub fn root_paths(config: &Config) -> HashMap<String, PathBuf> {
-    config
-        .roots
-        .iter()
-        .map(|root| (root.label.clone(), root.path.clone()))
-        .collect()
+pub fn root_labels(config: &Config) -> Vec<String> {
+    config.roots.iter().map(|root| root.label.clone()).collect()
 }
 
 pub fn ignore_matcher(config: &Config) -> IgnoreMatcher {
@@ -87,15 +81,6 @@ pub fn upload_settings(config: &Config) -> fms_actors::upload::UploadSettings {
         lease: config.upload.lease,
         ..Default::default()
     }
-}
-
-/// The upload knobs (concurrency, bandwidth limit, window) as configured.
-pub fn upload_knobs(config: &Config) -> fms_actors::upload_controls::UploadKnobs {
-    fms_actors::upload_controls::UploadKnobs::new(
-        config.upload.concurrency as usize,
-        config.upload.bandwidth_limit,
-        upload_window(config),
-    )
 }
 
 pub fn upload_window(config: &Config) -> Option<fms_actors::upload_controls::UploadWindow> {

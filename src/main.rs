@@ -17,6 +17,7 @@ mod commands;
 mod config;
 mod logging;
 mod reload;
+mod signals;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -119,9 +120,12 @@ fn main() -> ExitCode {
         return report(commands::health::run(&config));
     }
     let (log, _guard, log_control) = logging::build(&config.log);
-    if let Command::Run(args) = &cli.command {
-        // The daemon runs its own actix system (and its threads); no runtime around it.
-        return report(commands::run::run(&cli.config, &config, &log, &log_control, args));
+    // The daemon and the scan run their own actix system (and its threads); no runtime
+    // around them.
+    match &cli.command {
+        Command::Run(args) => return report(commands::run::run(&cli.config, &config, &log, &log_control, args)),
+        Command::Scan(args) => return report(commands::scan::run(&config, &log, args)),
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -132,7 +136,6 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            Command::Scan(args) => commands::scan::run(&config, &log, args).await,
             Command::Migrate => commands::migrate(&config, &log).await,
             Command::Status { json } => commands::status::run(&config, *json).await,
             Command::Verify(args) => commands::verify::run(&config, args).await,
@@ -141,7 +144,7 @@ fn main() -> ExitCode {
             Command::Find(args) => commands::find::run(&config, args).await,
             Command::Gc(args) => commands::gc::run(&config, args).await,
             Command::Catalog { action } => commands::catalog::run(&config, action).await,
-            Command::Config { .. } | Command::Hash { .. } | Command::Run(_) | Command::Health => {
+            Command::Config { .. } | Command::Hash { .. } | Command::Run(_) | Command::Scan(_) | Command::Health => {
                 unreachable!("handled above")
             }
         }

@@ -2,15 +2,11 @@
 //! or actor thread: jobs cross into plain threads over bounded crossbeam channels and the
 //! answer comes back on a oneshot channel that async code can await.
 //!
-//! * [`HashThread`] — one thread with a one-slot job channel; the daemon's hasher actors
-//!   each own one (a panic kills only that thread, and its actor is restarted with a new one).
-//! * [`HasherPool`] — a fixed set of threads on one shared channel, for the `scan` command.
+//! [`HashThread`] is one thread with a one-slot job channel; each hasher actor owns one (a
+//! panic kills only that thread, and its actor is restarted with a new one).
 
-use crate::catalog::{BatchOutcome, Catalog, CatalogError};
-use crate::fs::{hash_file, HashError, Hashed};
-use crate::scan::{Batch, ScanSink};
+use crate::fs::{hash_file_observed, HashError, Hashed};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +18,7 @@ use tokio::sync::oneshot;
 const ATTEMPTS_ON_CHANGE: u32 = 3;
 
 /// One file to hash and where the answer goes.
-pub struct HashJob {
+pub struct ThreadJob {
     pub path: PathBuf,
     pub reply: oneshot::Sender<Result<Hashed, HashError>>,
 }
@@ -34,11 +30,12 @@ pub struct HashCounters {
     pub bytes: AtomicU64,
 }
 
-/// The body of a hashing thread: take jobs until the channel closes.
-fn serve(jobs: Receiver<HashJob>, counters: Arc<HashCounters>) {
+/// The body of a hashing thread: take jobs until the channel closes. `read` counts the bytes
+/// read so far, file after file, as they are read.
+fn serve(jobs: Receiver<ThreadJob>, counters: Arc<HashCounters>, read: Arc<AtomicU64>) {
     for job in jobs {
         crate::hooks::maybe_panic_hashing(&job.path);
-        let result = hash_with_retries(&job.path);
+        let result = hash_with_retries(&job.path, &read);
         if let Ok(hashed) = &result {
             counters.files.fetch_add(1, Ordering::Relaxed);
             counters.bytes.fetch_add(hashed.stat.size, Ordering::Relaxed);
@@ -52,25 +49,30 @@ fn serve(jobs: Receiver<HashJob>, counters: Arc<HashCounters>) {
 /// Dropping it closes the channel: the thread ends after its current file, unjoined, so a
 /// restart never waits for a large file to finish.
 pub struct HashThread {
-    jobs: Sender<HashJob>,
+    jobs: Sender<ThreadJob>,
+    /// Bytes this thread has read, updated per buffer (its progress on a large file).
+    pub read: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl HashThread {
     pub fn spawn(name: String, counters: Arc<HashCounters>) -> std::io::Result<HashThread> {
-        let (jobs, receiver) = bounded::<HashJob>(1);
+        let (jobs, receiver) = bounded::<ThreadJob>(1);
+        let read = Arc::new(AtomicU64::new(0));
+        let thread_read = read.clone();
         let thread = std::thread::Builder::new()
             .name(name)
-            .spawn(move || serve(receiver, counters))?;
+            .spawn(move || serve(receiver, counters, thread_read))?;
         Ok(HashThread {
             jobs,
+            read,
             thread: Some(thread),
         })
     }
 
     /// Hand a job to the thread without blocking. Fails (giving the job back) when the
     /// thread is busy with a waiting job already, or gone.
-    pub fn try_submit(&self, job: HashJob) -> Result<(), HashJob> {
+    pub fn try_submit(&self, job: ThreadJob) -> Result<(), ThreadJob> {
         self.jobs.try_send(job).map_err(|error| match error {
             TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
         })
@@ -81,87 +83,15 @@ impl HashThread {
     }
 }
 
-/// A fixed pool of hashing threads on one shared channel (the `scan` command's hasher).
-pub struct HasherPool {
-    sender: Sender<HashJob>,
-    workers: usize,
-    pub counters: Arc<HashCounters>,
-}
-
-/// Jobs the pool's channel holds; scans keep fewer than this in flight, so submitting
-/// normally never waits.
-const POOL_CHANNEL: usize = 4096;
-
-impl HasherPool {
-    /// Start `workers` threads (at least one).
-    pub fn new(workers: usize) -> HasherPool {
-        let workers = workers.max(1);
-        let (sender, receiver) = bounded::<HashJob>(POOL_CHANNEL);
-        let counters = Arc::new(HashCounters::default());
-        for index in 0..workers {
-            let receiver = receiver.clone();
-            let counters = counters.clone();
-            std::thread::Builder::new()
-                .name(format!("hasher-{index}"))
-                .spawn(move || serve(receiver, counters))
-                .expect("spawn hasher thread");
-        }
-        HasherPool {
-            sender,
-            workers,
-            counters,
-        }
-    }
-
-    /// Queue a hash at once (so the threads keep working while the caller does something
-    /// else); the future resolves with the answer.
-    pub fn hash(&self, path: PathBuf) -> impl Future<Output = Result<Hashed, HashError>> + 'static {
-        let (reply, answer) = oneshot::channel();
-        let job = HashJob { path, reply };
-        let queued = match self.sender.try_send(job) {
-            Ok(()) => None,
-            Err(TrySendError::Full(job)) => {
-                // More scans at once than the channel holds: wait for room off the runtime.
-                let sender = self.sender.clone();
-                Some(tokio::task::spawn_blocking(move || sender.send(job).is_ok()))
-            }
-            Err(TrySendError::Disconnected(_)) => None,
-        };
-        async move {
-            if let Some(queued) = queued {
-                let _ = queued.await;
-            }
-            answer.await.unwrap_or_else(|_| Err(lost_worker()))
-        }
-    }
-}
-
 /// The answer when a hashing thread died with the job.
 pub fn lost_worker() -> HashError {
     HashError::Io(std::io::Error::other("the hashing thread stopped before answering"))
 }
 
-/// The `scan` command's sink: its own hashing threads, its own connection.
-impl ScanSink for HasherPool {
-    fn hash_slots(&self) -> usize {
-        self.workers * 4
-    }
-
-    fn hash(&self, path: PathBuf) -> impl Future<Output = Result<Hashed, HashError>> {
-        HasherPool::hash(self, path)
-    }
-
-    async fn write(&self, catalog: &mut Catalog, root: &str, batch: Batch) -> Result<BatchOutcome, CatalogError> {
-        catalog
-            .write_batch(root, &batch.registrations, &batch.moves, &batch.deletions)
-            .await
-    }
-}
-
-fn hash_with_retries(path: &Path) -> Result<Hashed, HashError> {
+fn hash_with_retries(path: &Path, read: &AtomicU64) -> Result<Hashed, HashError> {
     let mut attempt = 1;
     loop {
-        match hash_file(path) {
+        match hash_file_observed(path, &mut || {}, read) {
             Err(HashError::Changed) if attempt < ATTEMPTS_ON_CHANGE => {
                 std::thread::sleep(Duration::from_millis(100 * attempt as u64));
                 attempt += 1;

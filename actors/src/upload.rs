@@ -3,6 +3,7 @@
 //! record the outcome. Failures back off exponentially, then end in the `failed` state.
 
 use crate::catalog::{Catalog, CatalogError, QueueItem, SourceFile};
+use crate::daemon::supervisor::Liveness;
 use crate::pathenc;
 use crate::store::{Content, Integrity, ObjectStore, StoreError};
 use crate::upload_controls::UploadKnobs;
@@ -197,7 +198,9 @@ impl Uploader {
     /// Keep `upload.concurrency` transfers in flight, leasing more as slots free up, and
     /// record outcomes in batches, until `control` says to stop. Leases still held at the
     /// end are given back.
-    pub async fn run(&self, control: &UploadControl) -> Result<(), UploadError> {
+    /// `liveness`: the transfers in flight are its work; each finished transfer and each file
+    /// or part let through the bandwidth limiter is progress.
+    pub async fn run(&self, control: &UploadControl, liveness: &Liveness) -> Result<(), UploadError> {
         self.catalog.relax_commit_durability().await?;
         let knobs = control.knobs.clone();
         let mut held = false;
@@ -209,7 +212,13 @@ impl Uploader {
         let mut store_down: Option<String> = None;
         // The first idle moment sweeps; then once per FAILURE_SWEEP.
         let mut last_failure_sweep = Instant::now().checked_sub(FAILURE_SWEEP).unwrap_or_else(Instant::now);
+        let mut granted = knobs.limiter.granted();
         loop {
+            liveness.set_work(in_flight.len() as u64);
+            if knobs.limiter.granted() != granted {
+                granted = knobs.limiter.granted();
+                liveness.step();
+            }
             let concurrency = knobs.concurrency();
             let open = knobs.open(chrono::Utc::now());
             if open == held {
@@ -267,6 +276,7 @@ impl Uploader {
             }
             tokio::select! {
                 Some((item, outcome)) = in_flight.next() => {
+                    liveness.step();
                     if let ItemOutcome::StoreDown(reason) = &outcome {
                         store_down.get_or_insert_with(|| reason.clone());
                     }
@@ -279,6 +289,7 @@ impl Uploader {
                 last_commit = Instant::now();
             }
         }
+        liveness.set_work(0);
         self.catalog.release_leases().await?;
         match store_down {
             Some(reason) => Err(UploadError::StoreUnavailable(reason)),

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct RateLimiter {
     bytes_per_second: AtomicU64,
+    granted: AtomicU64,
     /// (budget in bytes, when it was last refilled); negative while in debt.
     state: Mutex<(f64, Instant)>,
 }
@@ -22,6 +23,7 @@ impl RateLimiter {
     pub fn new(bytes_per_second: u64) -> RateLimiter {
         RateLimiter {
             bytes_per_second: AtomicU64::new(bytes_per_second),
+            granted: AtomicU64::new(0),
             state: Mutex::new((0.0, Instant::now())),
         }
     }
@@ -55,7 +57,14 @@ impl RateLimiter {
         }
     }
 
+    /// How many sends (files or parts) have been let through so far: progress, as the stall
+    /// watchdog sees it.
+    pub fn granted(&self) -> u64 {
+        self.granted.load(Ordering::Relaxed)
+    }
+
     pub async fn acquire(&self, bytes: u64) {
+        self.granted.fetch_add(1, Ordering::Relaxed);
         let wait = self.reserve(bytes);
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;

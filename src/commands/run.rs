@@ -8,7 +8,7 @@ use crate::logging::LogControl;
 use crate::reload::{Reloader, Trigger};
 use fms_actors::daemon::schedule::Schedule;
 use fms_actors::daemon::watcher::{WatchMode, WatchSettings};
-use fms_actors::daemon::{DaemonHooks, DaemonSettings, Role};
+use fms_actors::daemon::{DaemonSettings, Observed, Role};
 use fms_actors::scan::ScanOptions;
 use slog::{info, warn, Logger};
 use std::process::ExitCode;
@@ -56,15 +56,15 @@ pub fn run(
         log.new(slog::o!("actor" => "reload")),
     );
     let triggers = reloader.start(handle_receiver)?;
-    let hooks = DaemonHooks {
-        started: Some(Box::new(move |handle| {
-            let _ = handle_sender.send(handle);
-        })),
-        hangup: Some(std::sync::Arc::new(move || {
-            let _ = triggers.try_send(Trigger::Hangup);
-        })),
-    };
-    fms_actors::daemon::run(settings, log.clone(), hooks)?;
+    let hangup: std::sync::Arc<dyn Fn() + Send + Sync> = std::sync::Arc::new(move || {
+        let _ = triggers.try_send(Trigger::Hangup);
+    });
+    let observed = Observed::new(&settings);
+    let signal_log = log.clone();
+    fms_actors::daemon::run(settings, observed, log.clone(), move |handle| {
+        tokio::spawn(crate::signals::handle(handle.clone(), Some(hangup), 0, signal_log));
+        let _ = handle_sender.send(handle);
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -100,6 +100,8 @@ pub fn daemon_settings(config: &Config, role: Role) -> anyhow::Result<DaemonSett
             ),
         },
         retention: config.retention.policy(),
+        stall_timeout: config.daemon.stall_timeout,
+        once: None,
         hash_workers: config.hash.workers as usize,
         upload: app::upload_settings(config),
         bandwidth_limit: config.upload.bandwidth_limit,

@@ -1,18 +1,18 @@
 //! `filemetasync scan [--wait]`: one full reconciliation of every root, uploads running
 //! alongside; with `--wait`, also until the upload queue is empty. Progress on a terminal,
-//! a summary at the end.
+//! a summary at the end. It runs the daemon's own actors once, so `scan` and `run` share
+//! one wiring.
 
 use crate::app;
 use crate::config::Config;
-use fms_actors::hashing::{HashCounters, HasherPool};
-use fms_actors::scan::{scan_root, RootCounts, RootOutcome, RootReport, ScanContext, ScanOptions, ScanProgress};
-use fms_actors::upload::{UploadControl, UploadCounters, Uploader};
+use fms_actors::daemon::{Observed, OnceRun, Role};
+use fms_actors::scan::{RootCounts, RootOutcome, RootReport};
+use fms_actors::upload::UploadCounters;
 use serde::Serialize;
 use slog::{info, Logger};
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
@@ -47,49 +47,43 @@ pub struct ScanSummary {
     pub duration_ms: u64,
 }
 
-pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Result<ExitCode> {
+/// One full reconciliation on the daemon's own actors (see `fms_actors::daemon::OnceRun`).
+/// Runs its own actix system, like `run`: no runtime around it.
+pub fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let store = app::object_store(config);
-    info!(log, "scan started"; "roots" => config.roots.len(), "store" => store.describe(),
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(app::open_catalog_migrated(config))?;
+    let role = if args.no_upload { Role::Index } else { Role::All };
+    let mut settings = super::run::daemon_settings(config, role)?;
+    settings.scan.accept_root_change = args.accept_root_change;
+    settings.http_listen = None;
+    let observed = Observed::new(&settings);
+    let once = OnceRun::new(role.uploads(), args.wait, observed.knobs.clone());
+    settings.once = Some(once.clone());
+    info!(log, "scan started"; "roots" => config.roots.len(), "store" => settings.store.describe(),
         "wait" => args.wait, "upload" => !args.no_upload);
-    let first = app::open_catalog_migrated(config).await?;
-    let pool = Arc::new(HasherPool::new(config.hash.workers as usize));
-    let context = Arc::new(ScanContext {
-        ignore: app::ignore_matcher(config),
-        options: ScanOptions {
-            batch_size: config.scan.batch_size as usize,
-            accept_root_change: args.accept_root_change,
-        },
-        progress: Arc::new(ScanProgress::default()),
-        log: log.clone(),
-    });
-    let uploader = Uploader::new(
-        app::open_catalog(config).await?,
-        store,
-        app::root_paths(config),
-        app::upload_settings(config),
-        Arc::default(),
-        log.clone(),
-    );
-    let upload_counters = uploader.counters.clone();
-    let control = Arc::new(UploadControl {
-        producing: AtomicBool::new(true),
-        drain: args.wait,
-        stop: AtomicBool::new(args.no_upload),
-        wake: Default::default(),
-        knobs: Arc::new(app::upload_knobs(config)),
-    });
-    let progress = start_progress(context.clone(), pool.counters.clone(), upload_counters.clone());
-    let upload_task = tokio::spawn(upload_loop(uploader, control.clone()));
-    let reports = scan_all_roots(config, context.clone(), pool, first).await?;
-    control.finish_producing();
-    let uploader = upload_task.await??;
-    // Asked only now: with --no-upload the uploader stopped before anything was registered.
-    let queue_pending = uploader.pending().await?;
-    if let Some(progress) = progress {
-        progress.finish_and_clear();
+    let progress = Progress::start(&observed);
+    let signal_log = log.clone();
+    fms_actors::daemon::run(settings, observed.clone(), log.clone(), move |handle| {
+        tokio::spawn(crate::signals::handle(
+            handle,
+            None,
+            crate::signals::INTERRUPTED,
+            signal_log,
+        ));
+    })?;
+    progress.finish();
+    if let Some(reason) = once.failure() {
+        anyhow::bail!("the uploads stopped: {reason}");
     }
-    let summary = summarise(reports, &upload_counters, queue_pending, started.elapsed());
+    let Some(reports) = once.take_reports() else {
+        anyhow::bail!("the scan was interrupted; what it registered stays, and the next scan goes on from there");
+    };
+    let queue_pending = runtime.block_on(async {
+        let catalog = app::open_catalog(config).await?;
+        anyhow::Ok(catalog.pending_for(&app::root_labels(config)).await?)
+    })?;
+    let summary = summarise(reports, &observed.uploads, queue_pending, started.elapsed());
     print_summary(&summary, args.json)?;
     info!(log, "scan command finished"; "duration_ms" => summary.duration_ms);
     let roots_ok = summary
@@ -101,41 +95,6 @@ pub async fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Resu
     } else {
         ExitCode::from(1)
     })
-}
-
-/// Scan every root at once, each on its own catalog connection.
-async fn scan_all_roots(
-    config: &Config,
-    context: Arc<ScanContext>,
-    pool: Arc<HasherPool>,
-    first: fms_actors::catalog::Catalog,
-) -> anyhow::Result<Vec<RootReport>> {
-    let mut first = Some(first);
-    let mut tasks = Vec::new();
-    for root in app::roots(config) {
-        let mut catalog = match first.take() {
-            Some(catalog) => catalog,
-            None => app::open_catalog(config).await?,
-        };
-        let (context, pool) = (context.clone(), pool.clone());
-        tasks.push(tokio::spawn(async move {
-            scan_root(&mut catalog, &*pool, &context, &root).await
-        }));
-    }
-    let mut reports = Vec::new();
-    for task in tasks {
-        reports.push(task.await?);
-    }
-    Ok(reports)
-}
-
-/// Upload while the scan runs; afterwards stop (without `--wait`) or drain the queue.
-async fn upload_loop(uploader: Uploader, control: Arc<UploadControl>) -> anyhow::Result<Uploader> {
-    if !control.stop.load(std::sync::atomic::Ordering::SeqCst) {
-        uploader.prepare().await?;
-    }
-    uploader.run(&control).await?;
-    Ok(uploader)
 }
 
 fn summarise(reports: Vec<RootReport>, uploads: &UploadCounters, queue_pending: i64, elapsed: Duration) -> ScanSummary {
@@ -219,32 +178,45 @@ fn print_summary(summary: &ScanSummary, json: bool) -> anyhow::Result<()> {
 }
 
 /// A live line on stderr while the scan runs, only on a terminal.
-fn start_progress(
-    context: Arc<ScanContext>,
-    hashing: Arc<HashCounters>,
-    uploads: Arc<UploadCounters>,
-) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new_spinner();
-    let shown = bar.clone();
-    let started = Instant::now();
-    tokio::spawn(async move {
-        while !shown.is_finished() {
-            let bytes = hashing.bytes.load(Ordering::Relaxed);
-            let rate = bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
-            shown.set_message(format!(
-                "walked {} files · hashed {} files, {} ({}/s) · uploaded {}",
-                context.progress.walked.load(Ordering::Relaxed),
-                hashing.files.load(Ordering::Relaxed),
-                bytesize::ByteSize(bytes),
-                bytesize::ByteSize(rate as u64),
-                uploads.uploaded.load(Ordering::Relaxed),
-            ));
-            shown.tick();
-            tokio::time::sleep(Duration::from_millis(200)).await;
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn start(observed: &Observed) -> Progress {
+        if !std::io::stderr().is_terminal() {
+            return Progress { bar: None };
         }
-    });
-    Some(bar)
+        let bar = indicatif::ProgressBar::new_spinner();
+        let shown = bar.clone();
+        let (walk, hashing, uploads) = (
+            observed.progress.clone(),
+            observed.hashing.clone(),
+            observed.uploads.clone(),
+        );
+        let started = Instant::now();
+        std::thread::spawn(move || {
+            while !shown.is_finished() {
+                let bytes = hashing.bytes.load(Ordering::Relaxed);
+                let rate = bytes as f64 / started.elapsed().as_secs_f64().max(0.001);
+                shown.set_message(format!(
+                    "walked {} files · hashed {} files, {} ({}/s) · uploaded {}",
+                    walk.walked.load(Ordering::Relaxed),
+                    hashing.files.load(Ordering::Relaxed),
+                    bytesize::ByteSize(bytes),
+                    bytesize::ByteSize(rate as u64),
+                    uploads.uploaded.load(Ordering::Relaxed),
+                ));
+                shown.tick();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Progress { bar: Some(bar) }
+    }
+
+    fn finish(self) {
+        if let Some(bar) = self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

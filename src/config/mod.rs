@@ -27,6 +27,7 @@ pub struct Config {
     pub upload: UploadConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub daemon: DaemonConfig,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -203,6 +204,19 @@ pub struct HttpConfig {
     pub listen: String,
 }
 
+/// The daemon's supervision.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DaemonConfig {
+    /// An actor that holds work (a transfer, a batch, a file to hash, a scan) and makes no
+    /// progress for this long is restarted with the reason "stalled". Longer than every
+    /// single call's timeout, so that those fire first and name themselves.
+    #[serde(with = "humantime_serde_compat")]
+    pub stall_timeout: Duration,
+}
+
+/// `daemon.stall_timeout` by default: far beyond a slow part over a slow uplink.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(600);
+
 pub const LOG_LEVELS: &[&str] = &["critical", "error", "warning", "info", "debug", "trace"];
 
 /// The configuration could not be used; every problem found is listed.
@@ -292,6 +306,9 @@ fn from_value(value: serde_json::Value) -> Result<Config, ConfigErrors> {
     let http = top.section("http", |s| HttpConfig {
         listen: s.string("listen").unwrap_or_else(|| "0.0.0.0:9187".into()),
     });
+    let daemon = top.section("daemon", |s| DaemonConfig {
+        stall_timeout: s.duration("stall_timeout").unwrap_or(DEFAULT_STALL_TIMEOUT),
+    });
     top.finish();
     drop(top);
     let config = Config {
@@ -308,6 +325,7 @@ fn from_value(value: serde_json::Value) -> Result<Config, ConfigErrors> {
         upload,
         log,
         http,
+        daemon,
     };
     validate(&config, &mut problems);
     if problems.is_empty() {
@@ -574,6 +592,28 @@ fn validate(config: &Config, problems: &mut Vec<Problem>) {
             ),
         );
     }
+    let storage_timeout = match &config.storage {
+        StorageConfig::S3 { timeout, .. } => Some(("storage.timeout", *timeout)),
+        StorageConfig::Local { .. } => None,
+    };
+    let longest_call = [
+        Some(("database.statement_timeout", config.database.statement_timeout)),
+        Some(("database.connect_timeout", config.database.connect_timeout)),
+        storage_timeout,
+    ]
+    .into_iter()
+    .flatten()
+    .max_by_key(|(_, timeout)| *timeout);
+    if let Some((key, timeout)) = longest_call.filter(|(_, timeout)| config.daemon.stall_timeout <= *timeout) {
+        add(
+            "daemon.stall_timeout".into(),
+            format!(
+                "{} is not longer than {key} ({}): the call's own timeout should fire first and name itself; make it longer",
+                humantime::format_duration(config.daemon.stall_timeout),
+                humantime::format_duration(timeout)
+            ),
+        );
+    }
     if let Err(error) = Schedule::parse("0 3 * * *", &config.scan.timezone) {
         add("scan.timezone".into(), error);
     }
@@ -751,6 +791,7 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
     check("log.format", old.log.format != new.log.format);
     check("log.level", old.log.level != new.log.level);
     check("http.listen", old.http.listen != new.http.listen);
+    check("daemon.stall_timeout", old.daemon != new.daemon);
     keys
 }
 

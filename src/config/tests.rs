@@ -241,6 +241,25 @@ fn retention_keeps_everything_by_default_as_the_example_states() {
     assert_eq!(minimal.retention, example.retention);
     assert!(minimal.retention.policy().keeps_everything());
     assert_eq!(minimal.retention.grace, Duration::from_secs(24 * 3600));
+    assert_eq!(
+        minimal.daemon, example.daemon,
+        "the example states the stall timeout's default"
+    );
+}
+
+#[test]
+fn a_stall_timeout_within_a_call_timeout_is_refused_naming_both() {
+    let base = "[database]\nurl = \"postgres://x@h/db\"\nstatement_timeout = \"2m\"\n[storage]\nkind = \"local\"\n\
+                path = \"/s\"\n[[roots]]\nlabel = \"a\"\npath = \"/a\"\n";
+    let errors = load_from_str(&format!("{base}[daemon]\nstall_timeout = \"90s\"\n"), no_env()).unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!(errors.0[0].key, "daemon.stall_timeout");
+    assert!(
+        errors.0[0].message.contains("database.statement_timeout (2m)"),
+        "{errors}"
+    );
+    let config = load_from_str(&format!("{base}[daemon]\nstall_timeout = \"3m\"\n"), no_env()).unwrap();
+    assert_eq!(config.daemon.stall_timeout, Duration::from_secs(180));
 }
 
 #[test]
@@ -296,7 +315,7 @@ mod properties {
                 ("upload", "window"), ("scan", "schedule"), ("scan", "timezone"), ("hash", "workers"),
                 ("watch", "poll_interval"), ("watch", "mode"), ("log", "level"), ("http", "listen"),
                 ("retention", "deleted_for"), ("retention", "grace"), ("retention", "schedule"),
-                ("retention", "keep_versions"),
+                ("retention", "keep_versions"), ("daemon", "stall_timeout"),
             ]),
             value in prop_oneof![
                 any::<i64>().prop_map(|n| n.to_string()),

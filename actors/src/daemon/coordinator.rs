@@ -6,7 +6,7 @@
 //! store: uploader).
 
 use super::scanner::UpdateScanner;
-use super::supervisor::{AddChild, RemoveChild, RestartChild, Supervisor};
+use super::supervisor::{AddChild, RemoveChild, RestartChild, SetStallTimeout, Shutdown, Supervisor};
 use super::{DaemonSettings, Role, Wiring};
 use actix::prelude::*;
 use slog::info;
@@ -70,6 +70,7 @@ pub fn plan(changed: &[String], role: Role, hashers: (usize, usize)) -> ReloadOu
         }
     };
     let database = matching(&["database"]);
+    add("supervisor", ChangeAction::Update, matching(&["daemon.stall_timeout"]));
     if role.indexes() {
         add("registrar", ChangeAction::Restart, database.clone());
         if database.is_empty() {
@@ -127,11 +128,22 @@ pub fn plan(changed: &[String], role: Role, hashers: (usize, usize)) -> ReloadOu
 #[derive(Clone)]
 pub struct DaemonHandle {
     coordinator: Addr<Coordinator>,
+    supervisor: Addr<Supervisor>,
 }
 
 impl DaemonHandle {
-    pub(super) fn new(coordinator: Addr<Coordinator>) -> DaemonHandle {
-        DaemonHandle { coordinator }
+    pub(super) fn new(coordinator: Addr<Coordinator>, supervisor: Addr<Supervisor>) -> DaemonHandle {
+        DaemonHandle {
+            coordinator,
+            supervisor,
+        }
+    }
+
+    /// Stop every actor in order (producers first), then the run ends.
+    pub fn shutdown(&self, reason: &str) {
+        self.supervisor.do_send(Shutdown {
+            reason: reason.to_owned(),
+        });
     }
 
     /// Apply `settings` (`changed` lists the configuration keys that differ) and return
@@ -192,6 +204,7 @@ impl Handler<Reconfigure> for Coordinator {
                         });
                     }
                 }
+                (ChangeAction::Update, "supervisor") => self.supervisor.do_send(SetStallTimeout(new.stall_timeout)),
                 (ChangeAction::Update, _) => {}
                 (ChangeAction::Resize { from, to }, _) => self.resize_hashers(*from, *to),
             }
@@ -219,6 +232,142 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::supervisor::{ChildGuard, ChildSpec, HealthBoard, StopChild};
+    use crate::daemon::{LiveSettings, Observed};
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, RwLock};
+    use std::time::Duration;
+
+    fn settings(concurrency: usize, bucket: &str) -> DaemonSettings {
+        use crate::daemon::watcher::{WatchMode, WatchSettings};
+        DaemonSettings {
+            agent: "test".into(),
+            role: Role::All,
+            database: crate::catalog::Target::new("postgres://nobody@127.0.0.1:1/none"),
+            store: crate::store::ObjectStore::Local(crate::store::LocalStore::new(format!("/nonexistent/{bucket}"))),
+            roots: Vec::new(),
+            ignore: crate::fs::IgnoreMatcher::new::<&str>(&[]).unwrap(),
+            scan: crate::scan::ScanOptions {
+                batch_size: 100,
+                accept_root_change: false,
+            },
+            schedule: crate::daemon::schedule::Schedule::parse("0 3 * * *", "UTC").unwrap(),
+            scan_on_start: false,
+            hash_workers: 2,
+            upload: crate::upload::UploadSettings {
+                concurrency,
+                ..Default::default()
+            },
+            bandwidth_limit: 0,
+            upload_window: None,
+            http_listen: None,
+            watch: WatchSettings {
+                mode: WatchMode::Poll,
+                poll_interval: Duration::from_secs(5),
+                debounce: Duration::from_secs(3),
+            },
+            export_schedule: None,
+            export_keep: 1,
+            gc_schedule: None,
+            retention: crate::catalog::retention::RetentionPolicy {
+                deleted_for: None,
+                replaced_for: None,
+                keep_versions: 1,
+                grace: Duration::from_secs(86_400),
+            },
+            stall_timeout: Duration::from_secs(600),
+            once: None,
+        }
+    }
+
+    /// A child that only counts its starts.
+    struct Counted(ChildGuard);
+
+    impl Actor for Counted {
+        type Context = Context<Self>;
+        fn started(&mut self, _: &mut Context<Self>) {
+            self.0.ready();
+        }
+    }
+
+    impl Handler<StopChild> for Counted {
+        type Result = ();
+        fn handle(&mut self, _: StopChild, ctx: &mut Context<Self>) {
+            self.0.stop_cleanly();
+            ctx.stop();
+        }
+    }
+
+    #[test]
+    fn a_reload_restarts_exactly_the_named_actors_and_sets_the_knobs_in_place() {
+        let system = crate::daemon::paused_system();
+        let starts: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+        let names = [
+            "uploader",
+            "exporter",
+            "retention",
+            "registrar",
+            "scanner",
+            "watcher",
+            "debouncer",
+        ];
+        let old = settings(4, "old");
+        let observed = Observed::new(&old);
+        let knobs = observed.knobs.clone();
+        let outcome = system.block_on(async {
+            let children = names
+                .iter()
+                .map(|name| {
+                    let starts = starts.clone();
+                    ChildSpec {
+                        name: name.to_string(),
+                        stop_order: 0,
+                        factory: Box::new(move |guard| {
+                            *starts.lock().unwrap().entry(guard.name().to_owned()).or_default() += 1;
+                            Counted(guard).start().recipient()
+                        }),
+                    }
+                })
+                .collect();
+            let log = slog::Logger::root(slog::Discard, slog::o!());
+            let supervisor =
+                Supervisor::new(children, HealthBoard::default(), Duration::from_secs(600), log.clone()).start();
+            let live: LiveSettings = Arc::new(RwLock::new(Arc::new(old)));
+            let coordinator = Coordinator::new(Wiring::new(live, observed, log), supervisor).start();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            // New store credentials and a new concurrency at once.
+            let changed = keys(&["storage", "upload.concurrency", "daemon.stall_timeout"]);
+            let outcome = coordinator
+                .send(Reconfigure {
+                    settings: settings(9, "new"),
+                    changed,
+                })
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            outcome
+        });
+        use ChangeAction::*;
+        assert_eq!(
+            outcome,
+            vec![
+                change("supervisor", Update, &["daemon.stall_timeout"]),
+                change("uploader", Restart, &["storage"]),
+                change("exporter", Restart, &["storage"]),
+                change("retention", Restart, &["storage"]),
+            ]
+        );
+        let starts = starts.lock().unwrap().clone();
+        for name in names {
+            let expected = if ["uploader", "exporter", "retention"].contains(&name) {
+                2
+            } else {
+                1
+            };
+            assert_eq!(starts[name], expected, "{name}: {starts:?}");
+        }
+        assert_eq!(knobs.concurrency(), 9, "the concurrency is a knob, set in place");
+    }
 
     fn keys(list: &[&str]) -> Vec<String> {
         list.iter().map(|key| key.to_string()).collect()

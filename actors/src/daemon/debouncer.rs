@@ -8,15 +8,19 @@
 //! `touch` moves), not from when the poll noticed it: a file found two seconds after its
 //! last write has already been still for two of its three seconds.
 
-use super::scanner::{ScannerActor, SyncPaths};
+use super::scanner::SyncPaths;
 use super::supervisor::{ChildGuard, StopChild};
-use super::Slot;
 use crate::fs::poll::Change;
 use actix::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so that the tests can run the debouncer on paused time.
+use tokio::time::Instant;
+
+/// Where settled paths go: the scanner's current instance, if one is up.
+pub type SyncTarget = Box<dyn Fn() -> Option<Recipient<SyncPaths>> + Send>;
 
 /// Paths a watcher found touched under `root`.
 #[derive(Message)]
@@ -41,7 +45,7 @@ pub struct DebounceActor {
     guard: ChildGuard,
     roots: HashMap<String, PathBuf>,
     window: Duration,
-    scanner: Slot<ScannerActor>,
+    scanner: SyncTarget,
     held: HashMap<(String, OsString), Held>,
     busy: bool,
 }
@@ -65,12 +69,7 @@ fn deadline(seen: Seen, window: Duration) -> Instant {
 }
 
 impl DebounceActor {
-    pub fn new(
-        guard: ChildGuard,
-        roots: HashMap<String, PathBuf>,
-        window: Duration,
-        scanner: Slot<ScannerActor>,
-    ) -> Self {
+    pub fn new(guard: ChildGuard, roots: HashMap<String, PathBuf>, window: Duration, scanner: SyncTarget) -> Self {
         DebounceActor {
             guard,
             roots,
@@ -125,7 +124,7 @@ impl DebounceActor {
                     held.deadline = deadline(now, actor.window);
                 }
             }
-            let Some(scanner) = actor.scanner.get() else {
+            let Some(scanner) = (actor.scanner)() else {
                 // The scanner is restarting: its catch-up scan finds these paths anyway.
                 actor.busy = false;
                 return;
@@ -216,5 +215,104 @@ impl Handler<StopChild> for DebounceActor {
         // Held paths are not lost: the next scan (or the catch-up at start) finds them.
         self.guard.stop_cleanly();
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::supervisor::{HealthBoard, Supervisor};
+    use std::sync::{Arc, Mutex};
+
+    /// Stands in for the scanner: records what settles, and when.
+    struct Recorder(Arc<Mutex<Vec<(Duration, String)>>>, Instant);
+
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<SyncPaths> for Recorder {
+        type Result = ();
+        fn handle(&mut self, message: SyncPaths, _: &mut Context<Self>) {
+            let at = self.1.elapsed();
+            let mut seen = self.0.lock().unwrap();
+            for path in message.paths {
+                seen.push((at, path.to_string_lossy().into_owned()));
+            }
+        }
+    }
+
+    #[test]
+    fn paths_settle_a_window_after_their_last_event_and_vanished_ones_with_their_batch() {
+        let system = crate::daemon::paused_system();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"a").unwrap();
+        std::fs::write(dir.path().join("b.txt"), b"b").unwrap();
+        let settled: Arc<Mutex<Vec<(Duration, String)>>> = Arc::default();
+        let window = Duration::from_secs(3);
+        let base = dir.path().to_path_buf();
+        let record = settled.clone();
+        system.block_on(async move {
+            let origin = Instant::now();
+            let recorder = Recorder(record, origin).start();
+            let roots: HashMap<String, PathBuf> = [("docs".to_owned(), base)].into();
+            let log = slog::Logger::root(slog::Discard, slog::o!());
+            let debouncer = Arc::new(Mutex::new(None));
+            let slot = debouncer.clone();
+            let spec = crate::daemon::supervisor::ChildSpec {
+                name: "debouncer".into(),
+                stop_order: 0,
+                factory: Box::new(move |guard| {
+                    let recipient = recorder.clone().recipient();
+                    let target: SyncTarget = Box::new(move || Some(recipient.clone()));
+                    let address = DebounceActor::new(guard, roots.clone(), window, target).start();
+                    *slot.lock().unwrap() = Some(address.clone());
+                    address.recipient()
+                }),
+            };
+            Supervisor::new(vec![spec], HealthBoard::default(), Duration::from_secs(600), log).start();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let debouncer = debouncer.lock().unwrap().clone().unwrap();
+            let touch = |changes: Vec<Change>| Touched {
+                root: "docs".into(),
+                changes,
+            };
+            // a.txt at 0 s, again at 2 s (re-armed); b.txt at 1 s; c.txt, gone, with b.
+            debouncer
+                .send(touch(vec![Change::Created("a.txt".into())]))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            debouncer
+                .send(touch(vec![
+                    Change::Modified("b.txt".into()),
+                    Change::Removed("c.txt".into()),
+                ]))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            debouncer
+                .send(touch(vec![Change::Modified("a.txt".into())]))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        });
+        let settled = settled.lock().unwrap().clone();
+        let paths: Vec<&str> = settled.iter().map(|(_, path)| path.as_str()).collect();
+        assert_eq!(paths.len(), 3, "each path settles once: {settled:?}");
+        let at = |name: &str| settled.iter().find(|(_, path)| path == name).unwrap().0;
+        // The window counts from each path's last event (the files' ctimes are older than
+        // the paused clock can tell, so the full window applies).
+        let (a, b, c) = (at("a.txt"), at("b.txt"), at("c.txt"));
+        // (Less the few real milliseconds since the files were written.)
+        assert!(
+            b >= Duration::from_millis(3800) && b < Duration::from_secs(5),
+            "b: {b:?}"
+        );
+        assert!(
+            a >= Duration::from_millis(4800) && a < Duration::from_secs(6),
+            "a: {a:?}"
+        );
+        assert_eq!(c, b, "a vanished path settles with the existing paths of its batch");
     }
 }

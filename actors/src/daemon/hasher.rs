@@ -7,7 +7,7 @@
 use super::supervisor::{take_panic, ChildGuard, StopChild};
 use super::Slot;
 use crate::fs::{HashError, Hashed};
-use crate::hashing::{lost_worker, HashCounters, HashJob, HashThread};
+use crate::hashing::{lost_worker, HashCounters, HashThread, ThreadJob};
 use actix::prelude::*;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,10 +65,18 @@ impl Actor for HasherActor {
                 ctx.stop();
             }
         }
-        // A thread that dies between files is noticed too, not only with a job in hand.
-        ctx.run_interval(Duration::from_secs(1), |actor, ctx| {
-            if !actor.thread.as_ref().is_some_and(HashThread::is_alive) {
+        // A thread that dies between files is noticed too, not only with a job in hand; the
+        // bytes it reads of a large file are progress for the stall watchdog.
+        let mut read = 0;
+        ctx.run_interval(Duration::from_secs(1), move |actor, ctx| {
+            let Some(thread) = actor.thread.as_ref().filter(|thread| thread.is_alive()) else {
                 actor.thread_failed(ctx);
+                return;
+            };
+            let now = thread.read.load(Ordering::Relaxed);
+            if now != read {
+                read = now;
+                actor.guard.liveness().step();
             }
         });
     }
@@ -79,9 +87,11 @@ impl Handler<HashFile> for HasherActor {
 
     fn handle(&mut self, message: HashFile, _ctx: &mut Context<Self>) -> Self::Result {
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let liveness = self.guard.liveness();
+        liveness.begin();
         let submitted = match &self.thread {
             // One job at a time (AtomicResponse), so the thread's one slot is always free.
-            Some(thread) => thread.try_submit(HashJob { path: message.0, reply }).is_ok(),
+            Some(thread) => thread.try_submit(ThreadJob { path: message.0, reply }).is_ok(),
             None => false,
         };
         AtomicResponse::new(Box::pin(
@@ -92,8 +102,11 @@ impl Handler<HashFile> for HasherActor {
                 answer.await.ok()
             }
             .into_actor(self)
-            .map(|result, actor, ctx| match result {
-                Some(result) => Ok(result),
+            .map(move |result, actor, ctx| match result {
+                Some(result) => {
+                    liveness.end();
+                    Ok(result)
+                }
                 None => {
                     actor.thread_failed(ctx);
                     Err(WorkerLost)

@@ -1,4 +1,7 @@
-//! The daemon (`filemetasync run`): supervised actix actors.
+//! The daemon (`filemetasync run`) and the one-shot `filemetasync scan`: the same supervised
+//! actix actors, wired once. A one-shot run ([`OnceRun`]) starts the uploader, the registrar,
+//! the hashers and the scanner only; the scanner scans every root once, the uploader stops
+//! (or drains the queue) when the scan has ended, and the run then shuts itself down.
 //!
 //! ```text
 //!  Supervisor ─┬─ ScannerActor ──HashFile──► HasherActor × N ──(thread each)
@@ -20,6 +23,7 @@ mod debouncer;
 mod hasher;
 pub mod http;
 mod idle;
+mod once;
 mod registrar;
 pub mod scanner;
 pub mod schedule;
@@ -31,14 +35,28 @@ pub mod watcher;
 
 pub use slot::Slot;
 
+/// An actix system on a paused tokio clock, for the actors' in-process tests: timers fire as
+/// time is advanced, at once.
+#[cfg(test)]
+pub(crate) fn paused_system() -> actix::SystemRunner {
+    actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("a paused runtime")
+    })
+}
+
 pub use coordinator::{plan as reload_plan, ActorChange, ChangeAction, DaemonHandle, Reconfigure, ReloadOutcome};
+pub use once::OnceRun;
 
 use crate::catalog::Target;
 use crate::fs::IgnoreMatcher;
 use crate::hashing::HashCounters;
 use crate::scan::{RootSpec, ScanContext, ScanOptions, ScanProgress};
 use crate::store::ObjectStore;
-use crate::upload::{UploadCounters, UploadSettings};
+use crate::upload::{UploadControl, UploadCounters, UploadSettings};
 use crate::upload_controls::{UploadKnobs, UploadWindow};
 use actix::prelude::*;
 use coordinator::Coordinator;
@@ -48,12 +66,12 @@ use registrar::RegistrarActor;
 use scanner::{ActorSink, ScanStats, ScannerActor, ScannerSettings};
 use schedule::Schedule;
 use scheduled::{ExportStats, GcStats, JobTarget, ScheduledActor};
-use slog::{info, warn, Logger};
+use slog::{info, Logger};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use supervisor::{ChildSpec, HealthBoard, Shutdown, Supervisor};
+use supervisor::{ChildSpec, HealthBoard, Supervisor};
 use uploader::{UploaderActor, UploaderSettings};
 use watcher::{UnavailableRoots, WatchSettings, WatcherActor};
 
@@ -106,6 +124,10 @@ pub struct DaemonSettings {
     /// `retention.schedule` (None: "off") and the policy.
     pub gc_schedule: Option<Schedule>,
     pub retention: crate::catalog::retention::RetentionPolicy,
+    /// `daemon.stall_timeout`: an actor holding work without progress this long restarts.
+    pub stall_timeout: Duration,
+    /// A one-shot run (`scan`): no watcher, no scheduled jobs, no HTTP; ends by itself.
+    pub once: Option<Arc<OnceRun>>,
 }
 
 /// The settings in force; every actor's factory reads them when it starts an instance, so a
@@ -131,38 +153,38 @@ pub struct Observed {
     pub gc: Arc<GcStats>,
 }
 
-/// What the application hooks into the daemon.
-#[derive(Default)]
-pub struct DaemonHooks {
-    /// Called once the actors are starting, with a handle for reconfiguring them.
-    pub started: Option<Box<dyn FnOnce(DaemonHandle) + Send>>,
-    /// Called on SIGHUP (the application reloads its configuration file).
-    pub hangup: Option<Arc<dyn Fn() + Send + Sync>>,
+impl Observed {
+    /// Fresh counters for a daemon (or a one-shot run) with these settings.
+    pub fn new(settings: &DaemonSettings) -> Observed {
+        Observed {
+            board: HealthBoard::default(),
+            hashing: Arc::default(),
+            uploads: Arc::default(),
+            scans: Arc::default(),
+            progress: Arc::default(),
+            hashers: Arc::default(),
+            knobs: Arc::new(UploadKnobs::new(
+                settings.upload.concurrency,
+                settings.bandwidth_limit,
+                settings.upload_window.clone(),
+            )),
+            unavailable_roots: UnavailableRoots::default(),
+            exports: Arc::default(),
+            gc: Arc::default(),
+        }
+    }
 }
 
-/// After SIGTERM the process exits at the latest this long after, whatever is still running
-/// (docker stop sends SIGKILL at 10 s).
-const SHUTDOWN_DEADLINE: Duration = Duration::from_millis(9_000);
-
-/// Run the daemon until SIGTERM or SIGINT. Returns once every actor has stopped.
-pub fn run(settings: DaemonSettings, log: Logger, hooks: DaemonHooks) -> std::io::Result<()> {
+/// Run the actors until they are shut down (through the [`DaemonHandle`] handed to `started`
+/// once they are starting, on which the application also listens for its signals), or, for a
+/// one-shot run, until the run has ended. Returns once every actor has stopped.
+pub fn run(
+    settings: DaemonSettings,
+    observed: Observed,
+    log: Logger,
+    started: impl FnOnce(DaemonHandle) + 'static,
+) -> std::io::Result<()> {
     supervisor::install_panic_hook(log.clone());
-    let observed = Observed {
-        board: HealthBoard::default(),
-        hashing: Arc::default(),
-        uploads: Arc::default(),
-        scans: Arc::default(),
-        progress: Arc::default(),
-        hashers: Arc::default(),
-        knobs: Arc::new(UploadKnobs::new(
-            settings.upload.concurrency,
-            settings.bandwidth_limit,
-            settings.upload_window.clone(),
-        )),
-        unavailable_roots: UnavailableRoots::default(),
-        exports: Arc::default(),
-        gc: Arc::default(),
-    };
     let http_stop = Arc::new(AtomicBool::new(false));
     let http = match settings.http_listen {
         Some(listen) => Some(http::spawn(
@@ -178,74 +200,35 @@ pub fn run(settings: DaemonSettings, log: Logger, hooks: DaemonHooks) -> std::io
         )?),
         None => None,
     };
-    info!(log, "daemon started"; "agent" => &settings.agent, "role" => settings.role.as_str(),
-        "roots" => settings.roots.len(), "store" => settings.store.describe(),
-        "hash_workers" => settings.hash_workers, "upload_concurrency" => settings.upload.concurrency,
-        "http" => settings.http_listen.map(|a| a.to_string()).unwrap_or_else(|| "off".into()));
+    let once = settings.once.clone();
+    let stall_timeout = settings.stall_timeout;
+    if once.is_none() {
+        info!(log, "daemon started"; "agent" => &settings.agent, "role" => settings.role.as_str(),
+            "roots" => settings.roots.len(), "store" => settings.store.describe(),
+            "hash_workers" => settings.hash_workers, "upload_concurrency" => settings.upload.concurrency,
+            "http" => settings.http_listen.map(|a| a.to_string()).unwrap_or_else(|| "off".into()));
+    }
     let system = System::new();
     system.block_on(async {
         let live: LiveSettings = Arc::new(RwLock::new(Arc::new(settings)));
         let wiring = Wiring::new(live, observed.clone(), log.clone());
         let children = wiring.children();
-        let supervisor = Supervisor::new(children, observed.board.clone(), log.clone()).start();
-        let coordinator = Coordinator::new(wiring, supervisor.clone()).start();
-        if let Some(started) = hooks.started {
-            started(DaemonHandle::new(coordinator));
+        let supervisor = Supervisor::new(children, observed.board.clone(), stall_timeout, log.clone()).start();
+        if let Some(once) = &once {
+            once.attach(supervisor.clone());
         }
-        actix::spawn(wait_for_signals(supervisor, hooks.hangup, log.clone()));
+        let coordinator = Coordinator::new(wiring, supervisor.clone()).start();
+        started(DaemonHandle::new(coordinator, supervisor));
     });
     let outcome = system.run();
     http_stop.store(true, Ordering::SeqCst);
     if let Some(http) = http {
         let _ = http.join();
     }
-    info!(log, "daemon stopped");
-    outcome
-}
-
-async fn wait_for_signals(supervisor: Addr<Supervisor>, hangup: Option<Arc<dyn Fn() + Send + Sync>>, log: Logger) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        warn!(
-            log,
-            "cannot listen for SIGTERM/SIGINT/SIGHUP; stop the daemon with SIGKILL"
-        );
-        return;
-    };
-    let name = loop {
-        tokio::select! {
-            _ = term.recv() => break "SIGTERM",
-            _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => {
-                info!(log, "SIGHUP: reloading the configuration");
-                if let Some(hangup) = &hangup {
-                    hangup();
-                }
-            }
-        }
-    };
-    supervisor.do_send(Shutdown {
-        reason: name.to_owned(),
-    });
-    let deadline_log = log.clone();
-    std::thread::spawn(move || {
-        std::thread::sleep(SHUTDOWN_DEADLINE);
-        warn!(
-            deadline_log,
-            "shutdown took too long; exiting now (work in flight is found again at the next start)"
-        );
-        std::process::exit(0);
-    });
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    if once.is_none() {
+        info!(log, "daemon stopped");
     }
-    warn!(log, "second signal: exiting now");
-    std::process::exit(130);
+    outcome
 }
 
 /// How the children are built: each factory reads the live settings at every start.
@@ -278,30 +261,39 @@ impl Wiring {
 
     /// The children of this role, consumers first.
     fn children(&self) -> Vec<ChildSpec> {
-        let role = self.settings().role;
+        let settings = self.settings();
+        let (role, daemon) = (settings.role, settings.once.is_none());
         let mut children = Vec::new();
         if role.uploads() {
             children.push(self.uploader());
-            children.push(self.exporter());
-            children.push(self.retention());
+            if daemon {
+                children.push(self.exporter());
+                children.push(self.retention());
+            }
         }
         if !role.indexes() {
             return children;
         }
         let registrar = Slot::<RegistrarActor>::default();
         children.push(self.registrar(registrar.clone()));
-        for index in 0..self.settings().hash_workers.max(1) {
+        for index in 0..settings.hash_workers.max(1) {
             children.push(self.hasher(index));
         }
         children.push(self.scanner(registrar));
-        children.push(self.debouncer());
-        children.push(self.watcher());
+        if daemon {
+            children.push(self.debouncer());
+            children.push(self.watcher());
+        }
         children
     }
 
     fn debouncer(&self) -> ChildSpec {
         let live = self.live.clone();
         let (scanner, slot) = (self.scanner.clone(), self.debouncer.clone());
+        let target = move || -> debouncer::SyncTarget {
+            let scanner = scanner.clone();
+            Box::new(move || scanner.get().map(Addr::recipient))
+        };
         let arbiter = Arbiter::new();
         ChildSpec {
             name: "debouncer".into(),
@@ -313,7 +305,7 @@ impl Wiring {
                     .iter()
                     .map(|r| (r.label.clone(), r.path.clone()))
                     .collect();
-                let (window, scanner) = (settings.watch.debounce, scanner.clone());
+                let (window, scanner) = (settings.watch.debounce, target());
                 let address = DebounceActor::start_in_arbiter(&arbiter.handle(), move |_| {
                     DebounceActor::new(guard, roots, window, scanner)
                 });
@@ -364,14 +356,25 @@ impl Wiring {
                         .iter()
                         .map(|r| (r.label.clone(), r.path.clone()))
                         .collect(),
+                    // The daemon's uploader fails over to the Supervisor's backoff when the
+                    // store is down; a one-shot run's tries each content as configured.
                     upload: UploadSettings {
-                        stop_when_store_down: true,
+                        stop_when_store_down: settings.once.is_none(),
                         ..settings.upload.clone()
                     },
                 });
-                let (counters, knobs, log) = (counters.clone(), knobs.clone(), log.clone());
+                let (counters, log) = (counters.clone(), log.clone());
+                let once = settings.once.clone();
+                let control = match &once {
+                    Some(once) => once.control.clone(),
+                    None => Arc::new(UploadControl {
+                        producing: true.into(),
+                        knobs: knobs.clone(),
+                        ..Default::default()
+                    }),
+                };
                 UploaderActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    UploaderActor::new(guard, uploader, counters, knobs, log)
+                    UploaderActor::new(guard, uploader, counters, control, once, log)
                 })
                 .recipient()
             }),
@@ -465,6 +468,7 @@ impl Wiring {
         let sink = Arc::new(ActorSink {
             hashers: self.hashers.clone(),
             registrar,
+            progress: Default::default(),
         });
         let live = self.live.clone();
         let observed = self.observed.clone();
@@ -495,6 +499,7 @@ fn scanner_settings(settings: &DaemonSettings, observed: &Observed, log: &Logger
         roots: settings.roots.clone(),
         schedule: settings.schedule.clone(),
         on_start: settings.scan_on_start,
+        once: settings.once.clone(),
         context: ScanContext {
             ignore: settings.ignore.clone(),
             options: settings.scan.clone(),

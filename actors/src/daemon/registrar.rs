@@ -70,6 +70,8 @@ impl Handler<WriteBatch> for RegistrarActor {
     fn handle(&mut self, message: WriteBatch, _ctx: &mut Context<Self>) -> Self::Result {
         crate::hooks::maybe_panic_in("registrar");
         let catalog = self.catalog.take();
+        let liveness = self.guard.liveness();
+        liveness.begin();
         AtomicResponse::new(Box::pin(
             async move {
                 let Some(mut catalog) = catalog else {
@@ -83,7 +85,8 @@ impl Handler<WriteBatch> for RegistrarActor {
                 (Some(catalog), result)
             }
             .into_actor(self)
-            .map(|(catalog, result), actor, ctx| {
+            .map(move |(catalog, result), actor, ctx| {
+                liveness.end();
                 actor.catalog = catalog;
                 if let Err(reason) = &result {
                     actor.lost(reason.clone(), ctx);

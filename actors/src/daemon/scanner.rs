@@ -11,7 +11,7 @@ use super::supervisor::{ChildGuard, StopChild};
 use super::Slot;
 use crate::catalog::{BatchOutcome, Catalog, CatalogError, Target};
 use crate::fs::{HashError, Hashed};
-use crate::scan::{scan_root, Batch, RootOutcome, RootSpec, ScanContext, ScanSink};
+use crate::scan::{scan_root, Batch, RootOutcome, RootReport, RootSpec, ScanContext, ScanSink};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use slog::{info, warn, Logger};
@@ -68,6 +68,8 @@ const MAX_TIMER: Duration = Duration::from_secs(30);
 pub struct ActorSink {
     pub hashers: Hashers,
     pub registrar: Slot<RegistrarActor>,
+    /// Files hashed and batches written so far: the scan's progress, for the watchdog.
+    pub progress: AtomicU64,
 }
 
 impl ScanSink for ActorSink {
@@ -75,8 +77,10 @@ impl ScanSink for ActorSink {
         self.hashers.slots()
     }
 
-    fn hash(&self, path: PathBuf) -> impl std::future::Future<Output = Result<Hashed, HashError>> {
-        self.hashers.hash(path)
+    async fn hash(&self, path: PathBuf) -> Result<Hashed, HashError> {
+        let result = self.hashers.hash(path).await;
+        self.progress.fetch_add(1, Ordering::Relaxed);
+        result
     }
 
     async fn write(&self, _catalog: &mut Catalog, root: &str, batch: Batch) -> Result<BatchOutcome, CatalogError> {
@@ -89,7 +93,10 @@ impl ScanSink for ActorSink {
                     batch: batch.clone(),
                 };
                 match registrar.send(message).await {
-                    Ok(Ok(outcome)) => return Ok(outcome),
+                    Ok(Ok(outcome)) => {
+                        self.progress.fetch_add(1, Ordering::Relaxed);
+                        return Ok(outcome);
+                    }
                     Ok(Err(reason)) => return Err(CatalogError::Unavailable(reason)),
                     // The registrar died with the batch (not committed, or committed and
                     // written again harmlessly: every statement of a batch is idempotent).
@@ -104,6 +111,27 @@ impl ScanSink for ActorSink {
     }
 }
 
+/// Scan every root at once: the first on the scanner's own connection, each other on one of
+/// its own for this scan (a root whose connection cannot be opened fails alone).
+async fn scan_roots(catalog: &mut Catalog, sink: &Arc<ActorSink>, settings: &ScannerSettings) -> Vec<RootReport> {
+    let Some((first, others)) = settings.roots.split_first() else {
+        return Vec::new();
+    };
+    let context = &settings.context;
+    let others = others.iter().map(|root| async move {
+        match Catalog::open(&settings.database, &settings.agent).await {
+            Ok(mut own) => scan_root(&mut own, &**sink, context, root).await,
+            Err(error) => RootReport::failed(root, format!("catalog: {}", error.detail())),
+        }
+    });
+    let (first, mut others) = futures::join!(
+        scan_root(catalog, &**sink, context, first),
+        futures::future::join_all(others)
+    );
+    others.insert(0, first);
+    others
+}
+
 pub struct ScannerSettings {
     pub database: Target,
     pub agent: String,
@@ -111,6 +139,8 @@ pub struct ScannerSettings {
     pub schedule: Schedule,
     pub on_start: bool,
     pub context: ScanContext,
+    /// A one-shot run: scan once at start, no schedule, and hand the reports over.
+    pub once: Option<Arc<super::OnceRun>>,
 }
 
 pub struct ScannerActor {
@@ -255,10 +285,7 @@ impl ScannerActor {
         info!(self.log, "scan started"; "trigger" => trigger, "roots" => settings.roots.len());
         let started = Instant::now();
         let work = async move {
-            let mut reports = Vec::new();
-            for root in &settings.roots {
-                reports.push(scan_root(&mut catalog, &*sink, &settings.context, root).await);
-            }
+            let reports = scan_roots(&mut catalog, &sink, &settings).await;
             (catalog, reports)
         };
         self.full = true;
@@ -290,7 +317,10 @@ impl ScannerActor {
                 "seen" => total(|c| c.seen), "new" => total(|c| c.new), "changed" => total(|c| c.changed),
                 "moved" => total(|c| c.moved), "deleted" => total(|c| c.deleted),
                 "failed" => total(|c| c.failed), "roots_unavailable" => unavailable);
-            if failed.is_empty() {
+            if let Some(once) = &actor.settings.once {
+                // A one-shot run reports a failed root instead of scanning it again.
+                once.scan_finished(reports);
+            } else if failed.is_empty() {
                 stats.completed.fetch_add(1, Ordering::Relaxed);
                 actor.after_work(ctx);
             } else {
@@ -317,6 +347,10 @@ impl Actor for ScannerActor {
                     Ok(catalog) => {
                         actor.catalog = Some(catalog);
                         actor.guard.ready();
+                        if actor.settings.once.is_some() {
+                            actor.start_scan("scan command", ctx);
+                            return;
+                        }
                         actor.arm_timer(ctx);
                         if actor.guard.generation() > 1 {
                             actor.start_scan("catch-up after restart", ctx);
@@ -331,6 +365,19 @@ impl Actor for ScannerActor {
                 }),
         );
         super::idle::ping_while_idle(ctx);
+        // A running scan or path sync is work; files walked, hashed and batches written are
+        // its progress.
+        let mut seen = 0;
+        ctx.run_interval(Duration::from_secs(1), move |actor, _ctx| {
+            let liveness = actor.guard.liveness();
+            liveness.set_work(u64::from(actor.scan.is_some()));
+            let now = actor.sink.progress.load(Ordering::Relaxed)
+                + actor.settings.context.progress.walked.load(Ordering::Relaxed);
+            if now != seen {
+                seen = now;
+                liveness.step();
+            }
+        });
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {

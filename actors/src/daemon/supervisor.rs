@@ -12,8 +12,11 @@ use actix::prelude::*;
 use serde::Serialize;
 use slog::{error, info, warn, Logger};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so that tests can run the supervisor on paused time.
+use tokio::time::Instant;
 
 /// First restart delay; doubled on each failure in a row, capped at `BACKOFF_MAX`.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
@@ -74,6 +77,76 @@ pub fn take_panic(thread: Option<&str>) -> Option<String> {
     panics().lock().unwrap_or_else(|e| e.into_inner()).remove(&key)
 }
 
+// ---- liveness -----------------------------------------------------------------------------
+
+/// What a child tells the Supervisor of its work, cheaply and from any thread: how many
+/// pieces of work it holds, and a counter that moves whenever it gets on with them (a batch
+/// written, a buffer hashed, a part sent). One per child, kept across its restarts.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    work: AtomicU64,
+    progress: AtomicU64,
+}
+
+impl Liveness {
+    /// A piece of work taken on.
+    pub fn begin(&self) {
+        self.work.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A piece of work done (which is progress).
+    pub fn end(&self) {
+        let _ = self.work.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |work| {
+            Some(work.saturating_sub(1))
+        });
+        self.step();
+    }
+
+    /// How much work is held now (for a child that counts it as a whole).
+    pub fn set_work(&self, work: u64) {
+        self.work.store(work, Ordering::Relaxed);
+    }
+
+    /// Some progress on the work held.
+    pub fn step(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (work held, progress so far).
+    pub fn read(&self) -> (u64, u64) {
+        (self.work.load(Ordering::Relaxed), self.progress.load(Ordering::Relaxed))
+    }
+}
+
+/// The watchdog's view of one child: when its progress counter last moved or its work was
+/// none. A child stalls when it holds work and the counter has not moved for the bound.
+#[derive(Clone, Copy, Debug)]
+pub struct Watch {
+    progress: u64,
+    since: Instant,
+}
+
+impl Watch {
+    pub fn new(now: Instant) -> Watch {
+        Watch {
+            progress: 0,
+            since: now,
+        }
+    }
+
+    /// Look at the child's (work, progress) at `now`; Some(how long without progress) once
+    /// that reaches `bound` with work held.
+    pub fn check(&mut self, (work, progress): (u64, u64), now: Instant, bound: Duration) -> Option<Duration> {
+        if work == 0 || progress != self.progress {
+            self.progress = progress;
+            self.since = now;
+            return None;
+        }
+        let idle = now.saturating_duration_since(self.since);
+        (idle >= bound).then_some(idle)
+    }
+}
+
 // ---- messages -----------------------------------------------------------------------------
 
 /// Sent by a child's guard when the child has ended. `failure` is None for a stop the
@@ -118,6 +191,11 @@ pub struct RestartChild {
     pub reason: String,
 }
 
+/// A new `daemon.stall_timeout` (a configuration reload).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetStallTimeout(pub Duration);
+
 /// Stop every child in order, then the actix system.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -132,6 +210,7 @@ pub struct ChildGuard {
     name: String,
     generation: u64,
     supervisor: Addr<Supervisor>,
+    liveness: Arc<Liveness>,
     failure: Option<String>,
     clean: bool,
 }
@@ -143,6 +222,11 @@ impl ChildGuard {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Where this child reports its work and progress to the stall watchdog.
+    pub fn liveness(&self) -> Arc<Liveness> {
+        self.liveness.clone()
     }
 
     /// The child is up and working.
@@ -228,6 +312,8 @@ struct Child {
     stop: Option<Recipient<StopChild>>,
     /// Set by `RestartChild` / `RemoveChild`: what to do once the child has stopped.
     after_stop: AfterStop,
+    liveness: Arc<Liveness>,
+    watch: Watch,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,17 +330,79 @@ pub struct Supervisor {
     pending: Vec<ChildSpec>,
     board: HealthBoard,
     shutting_down: bool,
+    /// A child holding work whose progress has not moved for this long is restarted.
+    stall_after: Duration,
     log: Logger,
 }
 
+fn seconds(duration: Duration) -> String {
+    format!("{}s", duration.as_secs_f64())
+}
+
+/// The stall watchdog looks this often at most (and at a quarter of the bound if shorter).
+const WATCHDOG_TICK: Duration = Duration::from_secs(5);
+
 impl Supervisor {
-    pub fn new(children: Vec<ChildSpec>, board: HealthBoard, log: Logger) -> Supervisor {
+    pub fn new(children: Vec<ChildSpec>, board: HealthBoard, stall_after: Duration, log: Logger) -> Supervisor {
         Supervisor {
             children: BTreeMap::new(),
             pending: children,
             board,
             shutting_down: false,
+            stall_after,
             log,
+        }
+    }
+
+    /// Restart every running child that holds work and has made no progress within the
+    /// bound. Its instance is asked to stop (giving back what it holds) and a new one starts.
+    fn watchdog(&mut self, now: Instant, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        let bound = self.stall_after;
+        let mut stalled = Vec::new();
+        let mut wedged = Vec::new();
+        for (name, child) in &mut self.children {
+            if child.state != ActorState::Running {
+                continue;
+            }
+            if child.after_stop != AfterStop::Nothing {
+                // Asked to stop and still not gone after another bound: start a new instance
+                // anyway (the old one's exit, should it come, is ignored by its generation).
+                if matches!(child.after_stop, AfterStop::Restart(_))
+                    && now.saturating_duration_since(child.watch.since) >= bound
+                {
+                    wedged.push(name.clone());
+                }
+                continue;
+            }
+            if let Some(idle) = child.watch.check(child.liveness.read(), now, bound) {
+                stalled.push((name.clone(), idle, child.liveness.read().0));
+            }
+        }
+        for (name, idle, work) in stalled {
+            let reason = format!(
+                "stalled: {work} piece(s) of work held and no progress for {}s (daemon.stall_timeout {})",
+                idle.as_secs(),
+                seconds(bound)
+            );
+            if let Some(child) = self.children.get_mut(&name) {
+                child.restarts += 1;
+                child.reason = Some(reason.clone());
+                child.watch = Watch::new(now);
+            }
+            warn!(self.log, "actor stalled"; "actor" => &name, "reason" => &reason);
+            self.publish(&name);
+            self.request_stop(&name, AfterStop::Restart(reason));
+        }
+        for name in wedged {
+            error!(self.log, "actor did not stop; a new instance takes over"; "actor" => &name,
+                "waited" => seconds(bound));
+            if let Some(child) = self.children.get_mut(&name) {
+                child.after_stop = AfterStop::Nothing;
+            }
+            self.start_child(&name, ctx);
         }
     }
 
@@ -272,6 +420,8 @@ impl Supervisor {
                 reason: None,
                 stop: None,
                 after_stop: AfterStop::Nothing,
+                liveness: Arc::default(),
+                watch: Watch::new(Instant::now()),
             },
         );
         info!(self.log, "actor started"; "actor" => &name, "reason" => reason,
@@ -306,10 +456,14 @@ impl Supervisor {
         child.generation += 1;
         child.state = ActorState::Starting;
         child.started_at = Instant::now();
+        // A new instance holds no work yet; the watch starts again.
+        child.liveness.set_work(0);
+        child.watch = Watch::new(child.started_at);
         let guard = ChildGuard {
             name: name.to_owned(),
             generation: child.generation,
             supervisor,
+            liveness: child.liveness.clone(),
             failure: None,
             clean: false,
         };
@@ -371,6 +525,8 @@ impl Actor for Supervisor {
         for spec in std::mem::take(&mut self.pending) {
             self.insert_child(spec, "daemon start", ctx);
         }
+        let tick = (self.stall_after / 4).clamp(Duration::from_millis(100), WATCHDOG_TICK);
+        ctx.run_interval(tick, |supervisor, ctx| supervisor.watchdog(Instant::now(), ctx));
     }
 }
 
@@ -490,6 +646,14 @@ impl Handler<RestartChild> for Supervisor {
     }
 }
 
+impl Handler<SetStallTimeout> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, message: SetStallTimeout, _ctx: &mut Context<Self>) {
+        self.stall_after = message.0;
+    }
+}
+
 impl Handler<Shutdown> for Supervisor {
     type Result = ();
 
@@ -506,6 +670,225 @@ impl Handler<Shutdown> for Supervisor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// What a test child does when it starts.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Behaviour {
+        /// Ready, then fails at once.
+        Fail,
+        /// Ready, holds one piece of work and never gets on with it; stops when asked.
+        Hang,
+        /// Like `Hang`, but ignores the request to stop too.
+        Wedged,
+        /// Ready, holds work and makes progress every second.
+        Busy,
+    }
+
+    struct TestChild {
+        guard: ChildGuard,
+        behaviour: Behaviour,
+    }
+
+    impl Actor for TestChild {
+        type Context = Context<Self>;
+
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            self.guard.ready();
+            match self.behaviour {
+                Behaviour::Fail => {
+                    self.guard.fail("test failure");
+                    ctx.stop();
+                }
+                Behaviour::Hang | Behaviour::Wedged => self.guard.liveness().begin(),
+                Behaviour::Busy => {
+                    self.guard.liveness().begin();
+                    ctx.run_interval(Duration::from_secs(1), |child, _| child.guard.liveness().step());
+                }
+            }
+        }
+    }
+
+    impl Handler<StopChild> for TestChild {
+        type Result = ();
+
+        fn handle(&mut self, _: StopChild, ctx: &mut Context<Self>) {
+            if self.behaviour != Behaviour::Wedged {
+                self.guard.stop_cleanly();
+                ctx.stop();
+            }
+        }
+    }
+
+    fn child(name: &str, behaviour: Behaviour, starts: Arc<Mutex<Vec<Instant>>>) -> ChildSpec {
+        ChildSpec {
+            name: name.into(),
+            stop_order: 0,
+            factory: Box::new(move |guard| {
+                starts.lock().unwrap().push(Instant::now());
+                TestChild { guard, behaviour }.start().recipient()
+            }),
+        }
+    }
+
+    fn board_entry(board: &HealthBoard, name: &str) -> ActorHealth {
+        board
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .expect("the child is on the board")
+    }
+
+    /// Start a supervisor with one child of `behaviour`, let `run_for` of paused time pass,
+    /// and return the child's start times (from the supervisor's start) and its board entry.
+    fn supervise(behaviour: Behaviour, stall_after: Duration, run_for: Duration) -> (Vec<Duration>, ActorHealth) {
+        let system = crate::daemon::paused_system();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let board = HealthBoard::default();
+        let log = Logger::root(slog::Discard, slog::o!());
+        let origin = system.block_on(async {
+            let origin = Instant::now();
+            let spec = child("probe", behaviour, starts.clone());
+            Supervisor::new(vec![spec], board.clone(), stall_after, log).start();
+            tokio::time::sleep(run_for).await;
+            origin
+        });
+        let starts = starts.lock().unwrap().iter().map(|start| *start - origin).collect();
+        (starts, board_entry(&board, "probe"))
+    }
+
+    #[test]
+    fn a_failing_child_is_restarted_with_doubling_backoff() {
+        let (starts, health) = supervise(Behaviour::Fail, Duration::from_secs(600), Duration::from_secs(20));
+        let seconds: Vec<f64> = starts.iter().map(|start| start.as_secs_f64()).collect();
+        // Started at 0, then after 0.5, 1, 2, 4, 8 s of backoff: 0, 0.5, 1.5, 3.5, 7.5, 15.5.
+        assert_eq!(seconds, [0.0, 0.5, 1.5, 3.5, 7.5, 15.5], "{seconds:?}");
+        assert_eq!(health.restarts, 6, "each start failed, the last one too");
+        assert_eq!(health.reason.as_deref(), Some("test failure"));
+    }
+
+    #[test]
+    fn a_child_that_holds_work_without_progress_is_restarted_as_stalled_within_the_bound() {
+        let bound = Duration::from_secs(60);
+        let (starts, health) = supervise(Behaviour::Hang, bound, Duration::from_secs(100));
+        // The watchdog looks every 5 s: the stall is seen between 60 and 65 s.
+        assert_eq!(starts.len(), 2, "{starts:?}");
+        assert!(starts[1] >= bound && starts[1] <= bound + WATCHDOG_TICK, "{starts:?}");
+        assert_eq!(health.restarts, 1);
+        let reason = health.reason.unwrap();
+        assert!(
+            reason.starts_with("stalled: 1 piece(s) of work held and no progress for 6"),
+            "{reason}"
+        );
+        assert!(reason.contains("daemon.stall_timeout 60s"), "{reason}");
+        assert_eq!(health.state, ActorState::Running);
+    }
+
+    #[test]
+    fn a_child_that_makes_progress_or_holds_no_work_is_left_alone() {
+        let (starts, health) = supervise(Behaviour::Busy, Duration::from_secs(10), Duration::from_secs(120));
+        assert_eq!((starts.len(), health.restarts), (1, 0));
+        let system = crate::daemon::paused_system();
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let board = HealthBoard::default();
+        system.block_on(async {
+            // Idle: no work, so no progress is expected of it.
+            let idle = ChildSpec {
+                name: "idle".into(),
+                stop_order: 0,
+                factory: Box::new({
+                    let starts = starts.clone();
+                    move |guard| {
+                        starts.lock().unwrap().push(Instant::now());
+                        TestChild {
+                            guard,
+                            behaviour: Behaviour::Busy,
+                        }
+                        .start()
+                        .recipient()
+                    }
+                }),
+            };
+            let log = Logger::root(slog::Discard, slog::o!());
+            Supervisor::new(vec![idle], board.clone(), Duration::from_secs(10), log).start();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        assert_eq!(board_entry(&board, "idle").restarts, 0);
+        let work = Liveness::default();
+        let mut watch = Watch::new(Instant::now());
+        let later = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(
+            watch.check(work.read(), later, Duration::from_secs(10)),
+            None,
+            "no work held"
+        );
+    }
+
+    #[test]
+    fn a_stalled_child_that_does_not_stop_is_replaced_after_another_bound() {
+        let bound = Duration::from_secs(30);
+        let (starts, health) = supervise(Behaviour::Wedged, bound, Duration::from_secs(80));
+        // Stalled at 30-35 s, asked to stop; still there a bound later (60-70 s): replaced.
+        assert_eq!(starts.len(), 2, "{starts:?}");
+        assert!(
+            starts[1] >= 2 * bound && starts[1] <= 2 * bound + 2 * WATCHDOG_TICK,
+            "{starts:?}"
+        );
+        assert_eq!(health.restarts, 1);
+    }
+
+    #[test]
+    fn shutdown_stops_children_in_their_order_and_ends_the_system() {
+        let system = crate::daemon::paused_system();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let stopped = Arc::new(AtomicBool::new(false));
+        struct Ordered {
+            guard: ChildGuard,
+            order: Arc<Mutex<Vec<String>>>,
+        }
+        impl Actor for Ordered {
+            type Context = Context<Self>;
+            fn started(&mut self, _: &mut Context<Self>) {
+                self.guard.ready();
+            }
+        }
+        impl Handler<StopChild> for Ordered {
+            type Result = ();
+            fn handle(&mut self, _: StopChild, ctx: &mut Context<Self>) {
+                self.order.lock().unwrap().push(self.guard.name().to_owned());
+                self.guard.stop_cleanly();
+                ctx.stop();
+            }
+        }
+        let spec = |name: &str, stop_order: u8| {
+            let order = order.clone();
+            ChildSpec {
+                name: name.into(),
+                stop_order,
+                factory: Box::new(move |guard| {
+                    Ordered {
+                        guard,
+                        order: order.clone(),
+                    }
+                    .start()
+                    .recipient()
+                }),
+            }
+        };
+        let children = vec![spec("uploader", 2), spec("registrar", 1), spec("scanner", 0)];
+        let log = Logger::root(slog::Discard, slog::o!());
+        let flag = stopped.clone();
+        system.block_on(async move {
+            let supervisor = Supervisor::new(children, HealthBoard::default(), Duration::from_secs(600), log).start();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            supervisor.do_send(Shutdown { reason: "test".into() });
+            flag.store(true, Ordering::SeqCst);
+        });
+        system.run().expect("the system ends once every child has stopped");
+        assert!(stopped.load(Ordering::SeqCst));
+        assert_eq!(*order.lock().unwrap(), ["scanner", "registrar", "uploader"]);
+    }
 
     #[test]
     fn backoff_doubles_caps_and_resets_after_a_quiet_period() {

@@ -2,13 +2,14 @@
 //! queue rows are picked up within the uploader's idle poll (200 ms) of their commit, with
 //! `upload.concurrency` transfers at once. A lost catalog or an unreachable store fails the
 //! actor (its leases are given back first), and the Supervisor restarts it with backoff;
-//! a restarted uploader first checks that both answer.
+//! a restarted uploader first checks that both answer. In a one-shot run (`scan`) the loop
+//! ends after the scan, and its end (or its failure) ends the run.
 
 use super::supervisor::{ChildGuard, StopChild};
+use super::OnceRun;
 use crate::catalog::{Catalog, Target};
 use crate::store::ObjectStore;
 use crate::upload::{UploadControl, UploadCounters, UploadError, UploadSettings, Uploader};
-use crate::upload_controls::UploadKnobs;
 use actix::prelude::*;
 use slog::{info, Logger};
 use std::collections::HashMap;
@@ -35,6 +36,8 @@ pub struct UploaderActor {
     counters: Arc<UploadCounters>,
     uploader: Option<Rc<Uploader>>,
     control: Arc<UploadControl>,
+    /// Set in a one-shot run: the loop's end is the run's end, and a failure ends it too.
+    once: Option<Arc<OnceRun>>,
     run: Option<SpawnHandle>,
     stopping: bool,
     log: Logger,
@@ -45,7 +48,8 @@ impl UploaderActor {
         guard: ChildGuard,
         settings: Arc<UploaderSettings>,
         counters: Arc<UploadCounters>,
-        knobs: Arc<UploadKnobs>,
+        control: Arc<UploadControl>,
+        once: Option<Arc<OnceRun>>,
         log: Logger,
     ) -> UploaderActor {
         UploaderActor {
@@ -53,11 +57,8 @@ impl UploaderActor {
             settings,
             counters,
             uploader: None,
-            control: Arc::new(UploadControl {
-                producing: true.into(),
-                knobs,
-                ..Default::default()
-            }),
+            control,
+            once,
             run: None,
             stopping: false,
             log,
@@ -66,9 +67,23 @@ impl UploaderActor {
 
     fn start_run(&mut self, uploader: Rc<Uploader>, ctx: &mut Context<Self>) {
         let control = self.control.clone();
-        let work = async move { uploader.run(&control).await };
+        let liveness = self.guard.liveness();
+        let work = async move { uploader.run(&control, &liveness).await };
         let handle = ctx.spawn(work.into_actor(self).map(|result, actor, ctx| {
             actor.run = None;
+            if let Some(once) = &actor.once {
+                // A one-shot run ends with its uploads, however they ended.
+                match result {
+                    Ok(()) => once.uploads_finished(),
+                    Err(error) => once.uploads_failed(match error {
+                        UploadError::Catalog(error) => format!("catalog: {}", error.detail()),
+                        other => other.to_string(),
+                    }),
+                }
+                actor.guard.stop_cleanly();
+                ctx.stop();
+                return;
+            }
             match result {
                 Ok(()) if actor.stopping => actor.guard.stop_cleanly(),
                 Ok(()) => actor.guard.fail("the upload loop ended on its own"),
@@ -117,7 +132,13 @@ impl Actor for UploaderActor {
                     actor.start_run(uploader, ctx);
                 }
                 Err(reason) => {
-                    actor.guard.fail(reason);
+                    match &actor.once {
+                        Some(once) => {
+                            once.uploads_failed(reason);
+                            actor.guard.stop_cleanly();
+                        }
+                        None => actor.guard.fail(reason),
+                    }
                     ctx.stop();
                 }
             }),

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Read size: small enough that a buffer is still in the L2 cache when it is hashed.
 const READ_BUFFER: usize = 256 << 10;
@@ -47,12 +48,17 @@ pub enum HashError {
 /// Hash `path`. Opens without following a symlink and without blocking on a FIFO that took
 /// the file's place since the walk.
 pub fn hash_file(path: &Path) -> Result<Hashed, HashError> {
-    hash_file_observed(path, &mut || {})
+    hash_file_observed(path, &mut || {}, &AtomicU64::new(0))
 }
 
 /// `hash_file`, calling `after_first_read` once the first buffer is read (tests use it to
-/// change or delete the file mid-read, deterministically).
-pub fn hash_file_observed(path: &Path, after_first_read: &mut dyn FnMut()) -> Result<Hashed, HashError> {
+/// change or delete the file mid-read, deterministically) and adding every buffer's bytes to
+/// `read` as it goes (a hasher's progress, for the stall watchdog).
+pub fn hash_file_observed(
+    path: &Path,
+    after_first_read: &mut dyn FnMut(),
+    read: &AtomicU64,
+) -> Result<Hashed, HashError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -64,9 +70,9 @@ pub fn hash_file_observed(path: &Path, after_first_read: &mut dyn FnMut()) -> Re
     }
     advise_sequential(&file);
     let (sha256, bytes_read) = if before.len() >= OVERLAP_THRESHOLD {
-        digest_overlapped(&file, after_first_read)?
+        digest_overlapped(&file, after_first_read, read)?
     } else {
-        digest_observed(&file, after_first_read)?
+        digest_observed(&file, after_first_read, read)?
     };
     let after_fd = FileStat::from_metadata(&file.metadata()?);
     let after_path = match std::fs::symlink_metadata(path) {
@@ -83,10 +89,14 @@ pub fn hash_file_observed(path: &Path, after_first_read: &mut dyn FnMut()) -> Re
 
 /// SHA-256 of everything readable from `reader`, and how many bytes that was.
 pub fn digest(reader: impl Read) -> std::io::Result<(String, u64)> {
-    digest_observed(reader, &mut || {})
+    digest_observed(reader, &mut || {}, &AtomicU64::new(0))
 }
 
-fn digest_observed(mut reader: impl Read, after_first_read: &mut dyn FnMut()) -> std::io::Result<(String, u64)> {
+fn digest_observed(
+    mut reader: impl Read,
+    after_first_read: &mut dyn FnMut(),
+    progress: &AtomicU64,
+) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; READ_BUFFER];
     let mut total = 0u64;
@@ -102,13 +112,18 @@ fn digest_observed(mut reader: impl Read, after_first_read: &mut dyn FnMut()) ->
             after_first_read();
         }
         total += read as u64;
+        progress.fetch_add(read as u64, Ordering::Relaxed);
     }
     Ok((hex::encode(hasher.finalize()), total))
 }
 
 /// `digest_observed` with reading on a scoped helper thread: full buffers go to the hasher
 /// and empty ones come back, through bounded channels, so at most OVERLAP_BUFFERS are alive.
-fn digest_overlapped(file: &File, after_first_read: &mut dyn FnMut()) -> std::io::Result<(String, u64)> {
+fn digest_overlapped(
+    file: &File,
+    after_first_read: &mut dyn FnMut(),
+    progress: &AtomicU64,
+) -> std::io::Result<(String, u64)> {
     let (full_sender, full) = crossbeam_channel::bounded::<std::io::Result<(Vec<u8>, usize)>>(OVERLAP_BUFFERS);
     let (empty_sender, empty) = crossbeam_channel::bounded::<Vec<u8>>(OVERLAP_BUFFERS);
     for _ in 0..OVERLAP_BUFFERS {
@@ -127,6 +142,7 @@ fn digest_overlapped(file: &File, after_first_read: &mut dyn FnMut()) -> std::io
                 after_first_read();
             }
             total += read as u64;
+            progress.fetch_add(read as u64, Ordering::Relaxed);
             // The reader may have stopped (end of file); a lost buffer is fine then.
             let _ = empty_sender.send(buffer);
         }
@@ -219,7 +235,7 @@ mod tests {
         std::fs::write(&path, &data).unwrap();
         let expected = hex::encode(Sha256::digest(&data));
         assert_eq!(hash_file(&path).unwrap().sha256, expected);
-        let result = hash_file_observed(&path, &mut || std::fs::remove_file(&path).unwrap());
+        let result = hash_file_observed(&path, &mut || std::fs::remove_file(&path).unwrap(), &AtomicU64::new(0));
         assert!(matches!(result, Err(HashError::Vanished)), "{result:?}");
     }
 
@@ -227,15 +243,19 @@ mod tests {
     fn a_file_appended_to_while_read_is_reported_changed() {
         let dir = tempfile::tempdir().unwrap();
         let path = big_file(dir.path());
-        let result = hash_file_observed(&path, &mut || {
-            use std::io::Write;
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .unwrap()
-                .write_all(b"more")
-                .unwrap();
-        });
+        let result = hash_file_observed(
+            &path,
+            &mut || {
+                use std::io::Write;
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .unwrap()
+                    .write_all(b"more")
+                    .unwrap();
+            },
+            &AtomicU64::new(0),
+        );
         assert!(matches!(result, Err(HashError::Changed)), "{result:?}");
     }
 
@@ -243,11 +263,15 @@ mod tests {
     fn a_file_rewritten_in_place_while_read_is_reported_changed() {
         let dir = tempfile::tempdir().unwrap();
         let path = big_file(dir.path());
-        let result = hash_file_observed(&path, &mut || {
-            // Same size, new bytes: only the mtime tells.
-            std::thread::sleep(std::time::Duration::from_millis(5));
-            std::fs::write(&path, vec![8u8; 3 * READ_BUFFER]).unwrap();
-        });
+        let result = hash_file_observed(
+            &path,
+            &mut || {
+                // Same size, new bytes: only the mtime tells.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                std::fs::write(&path, vec![8u8; 3 * READ_BUFFER]).unwrap();
+            },
+            &AtomicU64::new(0),
+        );
         assert!(matches!(result, Err(HashError::Changed)), "{result:?}");
     }
 
@@ -255,11 +279,15 @@ mod tests {
     fn a_file_replaced_by_rename_while_read_is_reported_changed() {
         let dir = tempfile::tempdir().unwrap();
         let path = big_file(dir.path());
-        let result = hash_file_observed(&path, &mut || {
-            let other = dir.path().join("other");
-            std::fs::write(&other, vec![7u8; 3 * READ_BUFFER]).unwrap();
-            std::fs::rename(&other, &path).unwrap();
-        });
+        let result = hash_file_observed(
+            &path,
+            &mut || {
+                let other = dir.path().join("other");
+                std::fs::write(&other, vec![7u8; 3 * READ_BUFFER]).unwrap();
+                std::fs::rename(&other, &path).unwrap();
+            },
+            &AtomicU64::new(0),
+        );
         assert!(matches!(result, Err(HashError::Changed)), "{result:?}");
     }
 
@@ -267,7 +295,7 @@ mod tests {
     fn a_file_deleted_while_read_is_reported_vanished() {
         let dir = tempfile::tempdir().unwrap();
         let path = big_file(dir.path());
-        let result = hash_file_observed(&path, &mut || std::fs::remove_file(&path).unwrap());
+        let result = hash_file_observed(&path, &mut || std::fs::remove_file(&path).unwrap(), &AtomicU64::new(0));
         assert!(matches!(result, Err(HashError::Vanished)), "{result:?}");
     }
 

@@ -82,6 +82,17 @@ pub struct RootReport {
     pub counts: RootCounts,
 }
 
+impl RootReport {
+    /// A root that could not be scanned at all.
+    pub fn failed(root: &RootSpec, reason: String) -> RootReport {
+        RootReport {
+            root: root.label.clone(),
+            outcome: RootOutcome::Failed(reason),
+            counts: RootCounts::default(),
+        }
+    }
+}
+
 /// Live counters for a progress display.
 #[derive(Debug, Default)]
 pub struct ScanProgress {
@@ -106,10 +117,8 @@ impl Batch {
     }
 }
 
-/// Where a scan sends its hashing and its catalog writes. The `scan` command hashes on its
-/// own threads and writes on the scan's connection; the daemon sends the same work to its
-/// hasher and registrar actors. Either way it is the same plan, the same batches, the same
-/// SQL: one registration path.
+/// Where a scan sends its hashing and its catalog writes: the daemon's hasher and registrar
+/// actors (in `run` and in the one-shot `scan` alike).
 pub trait ScanSink {
     /// Hash requests a scan keeps in flight.
     fn hash_slots(&self) -> usize;
@@ -169,21 +178,11 @@ async fn run<S: ScanSink>(
     log: &Logger,
     counts: &mut RootCounts,
 ) -> Result<RootOutcome, CatalogError> {
-    let device = match root_device(root) {
-        Ok(device) => device,
-        Err(reason) => return record_unavailable(catalog, root, None, reason).await,
-    };
     let accept = context.options.accept_root_change;
-    if let Some(previous) = catalog.last_complete_device(&root.label).await? {
-        if previous != device && !accept {
-            let reason = format!(
-                "{} is on another filesystem (device {device}) than at its last complete scan (device {previous}); \
-                 is the share mounted? Nothing was deleted",
-                root.path.display()
-            );
-            return record_unavailable(catalog, root, Some(device), reason).await;
-        }
-    }
+    let device = match usable_device(catalog, root, accept).await? {
+        Ok(device) => device,
+        Err((device, reason)) => return record_unavailable(catalog, root, device, reason).await,
+    };
     let scan_id = catalog.start_scan(&root.label, Some(device)).await?;
     // The catalog's rows and the disk are read at the same time: neither needs the other.
     let (rows, walk) = tokio::join!(catalog.load_root(&root.label), walk(context, root));
@@ -239,6 +238,31 @@ async fn walk(context: &ScanContext, root: &RootSpec) -> crate::fs::WalkOutcome 
     })
     .await
     .expect("walk thread panicked")
+}
+
+/// The root-safety rules, one set for full scans and path syncs: the root is a readable
+/// folder, on the filesystem of its last complete scan unless `accept` (a moved share taken
+/// as such). The device, or why the root is not used now (with the device if it has one).
+async fn usable_device(
+    catalog: &mut Catalog,
+    root: &RootSpec,
+    accept: bool,
+) -> Result<Result<u64, (Option<u64>, String)>, CatalogError> {
+    let device = match root_device(root) {
+        Ok(device) => device,
+        Err(reason) => return Ok(Err((None, reason))),
+    };
+    match catalog.last_complete_device(&root.label).await? {
+        Some(previous) if previous != device && !accept => Ok(Err((
+            Some(device),
+            format!(
+                "{} is on another filesystem (device {device}) than at its last complete scan (device {previous}); \
+                 is the share mounted? Nothing was deleted",
+                root.path.display()
+            ),
+        ))),
+        _ => Ok(Ok(device)),
+    }
 }
 
 /// The device the root folder is on, or why it cannot be used.
@@ -307,17 +331,8 @@ async fn sync<S: ScanSink>(
     log: &Logger,
     counts: &mut RootCounts,
 ) -> Result<RootOutcome, CatalogError> {
-    let device = match root_device(root) {
-        Ok(device) => device,
-        Err(reason) => return Ok(RootOutcome::Unavailable(reason)),
-    };
-    if let Some(previous) = catalog.last_complete_device(&root.label).await? {
-        if previous != device {
-            return Ok(RootOutcome::Unavailable(format!(
-                "{} is on another filesystem than at its last complete scan; nothing was changed",
-                root.path.display()
-            )));
-        }
+    if let Err((_, reason)) = usable_device(catalog, root, context.options.accept_root_change).await? {
+        return Ok(RootOutcome::Unavailable(reason));
     }
     let base = root.path.clone();
     let ignore = context.ignore.clone();

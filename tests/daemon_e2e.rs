@@ -201,10 +201,19 @@ async fn garage_outage_restarts_only_the_uploader_and_every_file_is_stored_after
         async || database.live_files("docs").await == expected,
     )
     .await;
-    while outage.elapsed() < Duration::from_secs(20) {
-        assert!(daemon.is_running(), "the daemon exited while Garage was down");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // The uploader meets the outage once it has leased the new files; wait for a second
+    // restart (a busy machine may take longer than a fixed pause to get there), and at
+    // least 20 s of outage.
+    until(
+        &daemon,
+        "the uploader has restarted twice while the store is down",
+        Duration::from_secs(90),
+        async || {
+            assert!(daemon.is_running(), "the daemon exited while Garage was down");
+            restarts_of(&daemon, "uploader").len() >= 2 && outage.elapsed() >= Duration::from_secs(20)
+        },
+    )
+    .await;
     assert_eq!(
         database
             .count("SELECT count(*) FROM file_contents WHERE uploaded_at IS NULL")

@@ -3,7 +3,6 @@
 
 use crate::config::{Config, StorageConfig};
 use fms_actors::catalog::Catalog;
-use fms_actors::fs::IgnoreMatcher;
 use fms_actors::scan::RootSpec;
 use fms_actors::store::{LocalStore, ObjectStore, S3Settings, S3Store};
 
@@ -34,7 +33,8 @@ pub fn object_store(config: &Config) -> ObjectStore {
             secret_access_key,
             multipart_threshold,
             part_size,
-            ca_file,
+            ca_file: _,
+            ca_pem,
             integrity,
             timeout,
         } => ObjectStore::S3(S3Store::new(&S3Settings {
@@ -46,8 +46,7 @@ pub fn object_store(config: &Config) -> ObjectStore {
             secret_access_key: secret_access_key.clone(),
             multipart_threshold: *multipart_threshold,
             part_size: *part_size,
-            // Unreadable now (it was read when the configuration was checked): trust nothing.
-            ca_pem: ca_file.as_ref().map(|file| std::fs::read(file).unwrap_or_default()),
+            ca_pem: ca_pem.clone(),
             integrity: *integrity,
             timeout: *timeout,
         })),
@@ -69,11 +68,6 @@ pub fn root_labels(config: &Config) -> Vec<String> {
     config.roots.iter().map(|root| root.label.clone()).collect()
 }
 
-pub fn ignore_matcher(config: &Config) -> IgnoreMatcher {
-    // Patterns were validated when the configuration was loaded.
-    IgnoreMatcher::new(&config.ignore.patterns).expect("validated ignore patterns")
-}
-
 pub fn upload_settings(config: &Config) -> fms_actors::upload::UploadSettings {
     fms_actors::upload::UploadSettings {
         concurrency: config.upload.concurrency as usize,
@@ -81,13 +75,4 @@ pub fn upload_settings(config: &Config) -> fms_actors::upload::UploadSettings {
         lease: config.upload.lease,
         ..Default::default()
     }
-}
-
-pub fn upload_window(config: &Config) -> Option<fms_actors::upload_controls::UploadWindow> {
-    // Validated when the configuration was loaded.
-    config
-        .upload
-        .window
-        .as_deref()
-        .and_then(|window| fms_actors::upload_controls::UploadWindow::parse(window, &config.scan.timezone).ok())
 }

@@ -1,13 +1,14 @@
 //! Live reconfiguration of the daemon: the configuration file is watched through its folder
 //! (so that an editor's save by rename, and a bind-mounted folder, both work), and SIGHUP asks
-//! for a reload too. A valid new file is compared with the running one and the changed keys
-//! are applied (`fms_actors::daemon::Reconfigure`); an invalid one is logged with every
-//! problem and its key, and the old settings stay in force. One log event per reload.
+//! for a reload too. A valid new file becomes typed settings, which the daemon's coordinator
+//! compares with the running ones and applies (`fms_actors::daemon::Reconfigure`), answering
+//! with each actor's action once it is done; an invalid one is logged with every problem and
+//! its key, and the old settings stay in force. One log event per reload, after the change.
 
 use crate::config::{self, Config};
 use crate::logging::LogControl;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use fms_actors::daemon::{DaemonHandle, Role};
+use fms_actors::daemon::{ActorChange, ChangeAction, DaemonHandle, Role};
 use notify_debouncer_full::notify::RecursiveMode;
 use slog::{error, info, warn, Logger};
 use std::path::{Path, PathBuf};
@@ -77,38 +78,47 @@ impl Reloader {
                 return;
             }
         };
-        let changed = config::changed_keys(&self.current, &new);
-        if changed.is_empty() {
-            if matches!(trigger, Trigger::Hangup) {
-                info!(self.log, "configuration reloaded"; "trigger" => source, "changed" => "", "outcome" => "unchanged");
-            }
-            return;
-        }
-        let (ignored, applied): (Vec<String>, Vec<String>) = changed
-            .into_iter()
-            .partition(|key| config::RESTART_ONLY_KEYS.contains(&key.as_str()));
-        // Keys that need a new process keep their running value.
-        let mut effective = new;
-        effective.agent = self.current.agent.clone();
-        effective.http = self.current.http.clone();
-        let settings = match crate::commands::run::daemon_settings(&effective, self.role) {
-            Ok(settings) => settings,
-            Err(problem) => {
-                error!(self.log, "configuration reload failed; the running settings stay in force";
-                    "trigger" => source, "errors" => format!("{problem:#}"), "error_count" => 1);
-                return;
-            }
-        };
-        self.logs.apply(&effective.log);
-        let actions = match handle.reconfigure(settings, applied.clone()) {
-            Ok(actions) => actions,
+        let settings = crate::commands::run::daemon_settings(&new, self.role);
+        let outcome = match handle.reconfigure(settings) {
+            Ok(outcome) => outcome,
             Err(problem) => {
                 error!(self.log, "configuration reload failed; the running settings stay in force";
                     "trigger" => source, "errors" => problem, "error_count" => 1);
                 return;
             }
         };
+        // Logging is the application's own: set in place.
+        let mut changed: Vec<String> = outcome.changed.iter().map(|setting| setting.key().to_owned()).collect();
+        let mut actions = outcome.actions.clone();
+        let log_keys: Vec<String> = [
+            ("log.format", self.current.log.format != new.log.format),
+            ("log.level", self.current.log.level != new.log.level),
+        ]
+        .into_iter()
+        .filter(|(_, differs)| *differs)
+        .map(|(key, _)| key.to_owned())
+        .collect();
+        if !log_keys.is_empty() {
+            self.logs.apply(&new.log);
+            changed.extend(log_keys.iter().cloned());
+            actions.push(ActorChange {
+                actor: "log".into(),
+                action: ChangeAction::Update,
+                keys: log_keys,
+            });
+        }
+        // What a new process would take stays at its running value here too.
+        let kept = outcome.needs_process_restart();
+        let mut effective = new;
+        effective.agent = self.current.agent.clone();
+        effective.http = self.current.http.clone();
         self.current = effective;
+        if changed.is_empty() {
+            if matches!(trigger, Trigger::Hangup) {
+                info!(self.log, "configuration reloaded"; "trigger" => source, "changed" => "", "outcome" => "unchanged");
+            }
+            return;
+        }
         // One event, after the actors were told: each actor's action and the keys behind it.
         let actions_text = actions
             .iter()
@@ -123,22 +133,25 @@ impl Reloader {
             .collect::<Vec<_>>()
             .join("; ");
         let actions_json = serde_json::to_string(&actions).unwrap_or_default();
-        if ignored.is_empty() {
-            info!(self.log, "configuration reloaded"; "trigger" => source, "changed" => applied.join(", "),
+        let applied: Vec<&String> = changed.iter().filter(|key| !kept.contains(key)).collect();
+        let applied = applied.iter().map(|key| key.as_str()).collect::<Vec<_>>().join(", ");
+        if kept.is_empty() {
+            info!(self.log, "configuration reloaded"; "trigger" => source, "changed" => applied,
                 "outcome" => "applied", "actions" => actions_text, "actions_json" => actions_json);
         } else {
-            warn!(self.log, "configuration reloaded"; "trigger" => source, "changed" => applied.join(", "),
-                "outcome" => format!("partly applied; needs a process restart to take effect: {}", ignored.join(", ")),
+            warn!(self.log, "configuration reloaded"; "trigger" => source, "changed" => applied,
+                "outcome" => format!("partly applied; needs a process restart to take effect: {}", kept.join(", ")),
                 "actions" => actions_text, "actions_json" => actions_json);
         }
     }
 }
 
-fn action_word(action: &fms_actors::daemon::ChangeAction) -> String {
+fn action_word(action: &ChangeAction) -> String {
     match action {
-        fms_actors::daemon::ChangeAction::Restart => "restarted".into(),
-        fms_actors::daemon::ChangeAction::Update => "updated in place".into(),
-        fms_actors::daemon::ChangeAction::Resize { from, to } => format!("resized from {from} to {to}"),
+        ChangeAction::Restart => "restarted".into(),
+        ChangeAction::Update => "updated in place".into(),
+        ChangeAction::Resize { from, to } => format!("resized from {from} to {to}"),
+        ChangeAction::NeedsProcessRestart => "kept until the process restarts".into(),
     }
 }
 

@@ -391,6 +391,36 @@ async fn sighup_reloads_and_an_invalid_file_changes_nothing() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(daemon.metric("fms_hashers"), Some(3.0), "the running settings stay");
+
+    // A new listen address needs a new process: the reload says so, takes the rest (the log
+    // level), and the old address keeps answering.
+    knobs.level = "debug".into();
+    let port = port_of(&setup);
+    let moved = setup.render(&knobs).replace(&format!(":{port}"), ":1");
+    assert!(moved.contains("127.0.0.1:1\""), "{moved}");
+    write_config(&real, &moved, Edit::Rename);
+    unsafe {
+        libc::kill(daemon.pid() as i32, libc::SIGHUP);
+    }
+    within_5s(&daemon, "the partial reload is logged", async || {
+        count_events(&daemon, "configuration reloaded") > 1
+    })
+    .await;
+    let reload = daemon.events_named("configuration reloaded").pop().unwrap();
+    assert_eq!(reload["changed"], "log.level");
+    assert_eq!(
+        reload["outcome"],
+        "partly applied; needs a process restart to take effect: http.listen"
+    );
+    let actions: serde_json::Value = serde_json::from_str(reload["actions_json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        actions,
+        serde_json::json!([
+            {"actor": "process", "action": "needs_process_restart", "keys": ["http.listen"]},
+            {"actor": "log", "action": "update", "keys": ["log.level"]},
+        ])
+    );
+    assert_eq!(daemon.metric("fms_hashers"), Some(3.0), "still answering on {port}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

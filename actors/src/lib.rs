@@ -31,3 +31,6 @@ pub mod store;
 pub mod upload;
 pub mod upload_controls;
 pub mod verify;
+
+/// The time zone of every schedule and of the upload window (`scan.timezone`).
+pub use chrono_tz::Tz;

@@ -83,6 +83,12 @@ pub struct UploadWindow {
 impl UploadWindow {
     /// "HH:MM-HH:MM" in `zone`.
     pub fn parse(text: &str, zone: &str) -> Result<UploadWindow, String> {
+        let zone: Tz = zone.parse().map_err(|_| format!("unknown time zone {zone:?}"))?;
+        UploadWindow::new(text, zone)
+    }
+
+    /// "HH:MM-HH:MM" in `zone`; the error names the text.
+    pub fn new(text: &str, zone: Tz) -> Result<UploadWindow, String> {
         let invalid = || format!("{text:?} is not a window such as \"22:00-06:00\"");
         let (start, end) = text.split_once('-').ok_or_else(invalid)?;
         let time = |part: &str| NaiveTime::parse_from_str(part.trim(), "%H:%M").map_err(|_| invalid());
@@ -90,8 +96,12 @@ impl UploadWindow {
         if start == end {
             return Err(format!("{text:?} is empty: start and end are the same"));
         }
-        let zone: Tz = zone.parse().map_err(|_| format!("unknown time zone {zone:?}"))?;
         Ok(UploadWindow { start, end, zone })
+    }
+
+    /// As configured: "22:00-06:00".
+    pub fn range(&self) -> String {
+        format!("{}-{}", self.start.format("%H:%M"), self.end.format("%H:%M"))
     }
 
     pub fn contains(&self, now: DateTime<Utc>) -> bool {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub fn run(config: &Config) -> anyhow::Result<ExitCode> {
-    let mut address: SocketAddr = config.http.listen.parse()?;
+    let mut address: SocketAddr = config.http.listen;
     if address.ip().is_unspecified() {
         address.set_ip(if address.is_ipv4() {
             std::net::Ipv4Addr::LOCALHOST.into()

@@ -6,7 +6,6 @@ use crate::app;
 use crate::config::Config;
 use crate::logging::LogControl;
 use crate::reload::{Reloader, Trigger};
-use fms_actors::daemon::schedule::Schedule;
 use fms_actors::daemon::watcher::{WatchMode, WatchSettings};
 use fms_actors::daemon::{DaemonSettings, Observed, Role};
 use fms_actors::scan::ScanOptions;
@@ -46,7 +45,7 @@ pub fn run(
         RoleArg::Index => Role::Index,
         RoleArg::Upload => Role::Upload,
     };
-    let settings = daemon_settings(config, role)?;
+    let settings = daemon_settings(config, role);
     let (handle_sender, handle_receiver) = crossbeam_channel::bounded(1);
     let reloader = Reloader::new(
         path,
@@ -68,45 +67,32 @@ pub fn run(
     Ok(ExitCode::SUCCESS)
 }
 
-/// The daemon's settings from a (validated) configuration.
-pub fn daemon_settings(config: &Config, role: Role) -> anyhow::Result<DaemonSettings> {
-    Ok(DaemonSettings {
+/// The daemon's settings from a configuration (typed and checked when it was loaded).
+pub fn daemon_settings(config: &Config, role: Role) -> DaemonSettings {
+    DaemonSettings {
         agent: config.agent.clone(),
         role,
         database: config.database.target(),
         store: app::object_store(config),
         roots: app::roots(config),
-        ignore: app::ignore_matcher(config),
+        ignore: config.ignore.matcher.clone(),
         scan: ScanOptions {
             batch_size: config.scan.batch_size as usize,
             accept_root_change: false,
         },
-        schedule: Schedule::parse(&config.scan.schedule, &config.scan.timezone)
-            .map_err(|error| anyhow::anyhow!("scan.schedule: {error}"))?,
+        schedule: config.scan.schedule.clone(),
         scan_on_start: config.scan.on_start,
-        export_schedule: match config.catalog.export_schedule.as_str() {
-            "off" => None,
-            expression => Some(
-                Schedule::parse(expression, &config.scan.timezone)
-                    .map_err(|error| anyhow::anyhow!("catalog.export_schedule: {error}"))?,
-            ),
-        },
+        export_schedule: config.catalog.export_schedule.clone(),
         export_keep: config.catalog.export_keep as usize,
-        gc_schedule: match config.retention.schedule.as_str() {
-            "off" => None,
-            expression => Some(
-                Schedule::parse(expression, &config.scan.timezone)
-                    .map_err(|error| anyhow::anyhow!("retention.schedule: {error}"))?,
-            ),
-        },
+        gc_schedule: config.retention.schedule.clone(),
         retention: config.retention.policy(),
         stall_timeout: config.daemon.stall_timeout,
         once: None,
         hash_workers: config.hash.workers as usize,
         upload: app::upload_settings(config),
         bandwidth_limit: config.upload.bandwidth_limit,
-        upload_window: app::upload_window(config),
-        http_listen: Some(config.http.listen.parse()?),
+        upload_window: config.upload.window.clone(),
+        http_listen: Some(config.http.listen),
         watch: WatchSettings {
             mode: match config.watch.mode {
                 crate::config::WatchMode::Poll => WatchMode::Poll,
@@ -116,7 +102,7 @@ pub fn daemon_settings(config: &Config, role: Role) -> anyhow::Result<DaemonSett
             poll_interval: config.watch.poll_interval,
             debounce: config.watch.debounce,
         },
-    })
+    }
 }
 
 fn migrate_at_start(config: &Config, log: &Logger) -> anyhow::Result<()> {

@@ -54,7 +54,7 @@ pub fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Result<Exi
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(app::open_catalog_migrated(config))?;
     let role = if args.no_upload { Role::Index } else { Role::All };
-    let mut settings = super::run::daemon_settings(config, role)?;
+    let mut settings = super::run::daemon_settings(config, role);
     settings.scan.accept_root_change = args.accept_root_change;
     settings.http_listen = None;
     let observed = Observed::new(&settings);

@@ -6,8 +6,13 @@ mod reader;
 
 pub use reader::Problem;
 
+use fms_actors::daemon::schedule::{parse_zone, Schedule};
+use fms_actors::fs::IgnoreMatcher;
+use fms_actors::upload_controls::UploadWindow;
+use fms_actors::Tz;
 use reader::Section;
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -75,6 +80,9 @@ pub enum StorageConfig {
         part_size: u64,
         /// PEM CA file trusted for an HTTPS endpoint instead of the system's roots.
         ca_file: Option<PathBuf>,
+        /// Its certificates, read (and checked) when the configuration is loaded.
+        #[serde(skip)]
+        ca_pem: Option<Vec<u8>>,
         /// How each upload is verified: `auto` (probe the store), `server`, `checksum`,
         /// `read-back`.
         integrity: fms_actors::store::IntegrityMode,
@@ -96,8 +104,9 @@ pub struct RootConfig {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct IgnoreConfig {
-    /// Added to the built-in NAS defaults.
-    pub patterns: Vec<String>,
+    /// The built-in NAS defaults plus `ignore.patterns` (shown as the configured patterns).
+    #[serde(rename = "patterns", serialize_with = "show_patterns")]
+    pub matcher: IgnoreMatcher,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -120,8 +129,9 @@ pub struct WatchConfig {
 /// The catalog's copy in the bucket (`catalog export`), made by the daemon on a schedule.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct CatalogConfig {
-    /// Cron expression in `scan.timezone`; "off" for none.
-    pub export_schedule: String,
+    /// Cron expression in `scan.timezone`; "off" (None) for none.
+    #[serde(serialize_with = "show_schedule_or_off")]
+    pub export_schedule: Option<Schedule>,
     /// Exports kept in the bucket; older ones are deleted after each export.
     pub export_keep: u64,
 }
@@ -142,8 +152,9 @@ pub struct RetentionConfig {
     /// Between the mark and the deletion of an object; longer than `upload.lease`.
     #[serde(with = "humantime_serde_compat")]
     pub grace: Duration,
-    /// Cron expression in `scan.timezone`, or "off".
-    pub schedule: String,
+    /// Cron expression in `scan.timezone`, or "off" (None).
+    #[serde(serialize_with = "show_schedule_or_off")]
+    pub schedule: Option<Schedule>,
 }
 
 impl RetentionConfig {
@@ -161,8 +172,11 @@ impl RetentionConfig {
 pub struct ScanConfig {
     /// Cron expression (minute hour day-of-month month day-of-week, optionally preceded by
     /// seconds), in `timezone`.
-    pub schedule: String,
-    pub timezone: String,
+    #[serde(serialize_with = "show_schedule")]
+    pub schedule: Schedule,
+    /// Every schedule and the upload window are in this zone.
+    #[serde(serialize_with = "show_zone")]
+    pub timezone: Tz,
     pub on_start: bool,
     /// Registrations per catalog transaction.
     pub batch_size: u64,
@@ -182,7 +196,8 @@ pub struct UploadConfig {
     /// Bytes per second over all transfers; 0: no limit.
     pub bandwidth_limit: u64,
     /// "HH:MM-HH:MM" in scan.timezone; no upload starts outside it.
-    pub window: Option<String>,
+    #[serde(serialize_with = "show_window")]
+    pub window: Option<UploadWindow>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -201,7 +216,7 @@ pub struct LogConfig {
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct HttpConfig {
-    pub listen: String,
+    pub listen: SocketAddr,
 }
 
 /// The daemon's supervision.
@@ -282,30 +297,28 @@ fn from_value(value: serde_json::Value) -> Result<Config, ConfigErrors> {
     let database = top.section("database", read_database);
     let storage = top.section("storage", read_storage);
     let roots = top.tables("roots", read_root);
-    let ignore = top.section("ignore", |s| IgnoreConfig {
-        patterns: s.strings("patterns").unwrap_or_default(),
-    });
+    let ignore = top.section("ignore", read_ignore);
     let watch = top.section("watch", read_watch);
     let scan = top.section("scan", read_scan);
+    // Every schedule and the window are in the scan's time zone.
+    let zone = scan.timezone;
     let catalog = top.section("catalog", |s| CatalogConfig {
-        export_schedule: s.string("export_schedule").unwrap_or_else(|| "30 4 * * *".into()),
-        export_keep: s.integer("export_keep", 1, 10_000).unwrap_or(14),
+        export_schedule: schedule_or_off(s, "export_schedule", defaults::EXPORT_SCHEDULE, zone),
+        export_keep: s.integer("export_keep", 1, 10_000).unwrap_or(defaults::EXPORT_KEEP),
     });
     let retention = top.section("retention", |s| RetentionConfig {
         deleted_for: s.duration_or_forever("deleted_for").unwrap_or(None),
         replaced_for: s.duration_or_forever("replaced_for").unwrap_or(None),
         keep_versions: s.integer("keep_versions", 1, 1_000_000).unwrap_or(1),
-        grace: s.duration("grace").unwrap_or(Duration::from_secs(24 * 3600)),
-        schedule: s.string("schedule").unwrap_or_else(|| "15 5 * * *".into()),
+        grace: s.duration("grace").unwrap_or(defaults::RETENTION_GRACE),
+        schedule: schedule_or_off(s, "schedule", defaults::RETENTION_SCHEDULE, zone),
     });
     let hash = top.section("hash", |s| HashConfig {
         workers: s.integer("workers", 1, 256).unwrap_or_else(default_workers),
     });
-    let upload = top.section("upload", read_upload);
+    let upload = top.section("upload", |s| read_upload(s, zone));
     let log = top.section("log", read_log);
-    let http = top.section("http", |s| HttpConfig {
-        listen: s.string("listen").unwrap_or_else(|| "0.0.0.0:9187".into()),
-    });
+    let http = top.section("http", read_http);
     let daemon = top.section("daemon", |s| DaemonConfig {
         stall_timeout: s.duration("stall_timeout").unwrap_or(DEFAULT_STALL_TIMEOUT),
     });
@@ -382,6 +395,7 @@ fn read_storage(section: &mut Section) -> StorageConfig {
             }
             // path is a local-store key; tolerate it so one file can switch kinds.
             section.string("path");
+            let ca_file = section.string("ca_file").map(PathBuf::from);
             let integrity = section.string("integrity").unwrap_or_else(|| "auto".into());
             let integrity = fms_actors::store::IntegrityMode::parse(&integrity).unwrap_or_else(|| {
                 section.problem(
@@ -399,7 +413,12 @@ fn read_storage(section: &mut Section) -> StorageConfig {
                 secret_access_key,
                 multipart_threshold,
                 part_size,
-                ca_file: section.string("ca_file").map(PathBuf::from),
+                ca_pem: ca_file.as_ref().and_then(|file| {
+                    read_ca_pem(file)
+                        .map_err(|problem| section.problem("ca_file", problem))
+                        .ok()
+                }),
+                ca_file,
                 integrity,
                 timeout: section
                     .duration("timeout")
@@ -475,25 +494,97 @@ fn read_watch(section: &mut Section) -> WatchConfig {
     }
 }
 
-fn read_scan(section: &mut Section) -> ScanConfig {
-    ScanConfig {
-        schedule: section.string("schedule").unwrap_or_else(|| "0 3 * * *".into()),
-        timezone: section
-            .string("timezone")
-            .unwrap_or_else(|| std::env::var("TZ").unwrap_or_else(|_| "UTC".into())),
-        on_start: section.bool("on_start").unwrap_or(true),
-        batch_size: section.integer("batch_size", 1, 100_000).unwrap_or(1000),
+fn read_ignore(section: &mut Section) -> IgnoreConfig {
+    let patterns = section.strings("patterns").unwrap_or_default();
+    // Name every pattern that is not a glob, then leave them out.
+    let mut valid = Vec::new();
+    for (index, pattern) in patterns.into_iter().enumerate() {
+        match IgnoreMatcher::check_pattern(&pattern) {
+            Ok(()) => valid.push(pattern),
+            Err(error) => section.problem(
+                &format!("patterns[{index}]"),
+                format!("{pattern:?} is not a valid glob: {error}"),
+            ),
+        }
+    }
+    IgnoreConfig {
+        matcher: IgnoreMatcher::new(&valid)
+            .unwrap_or_else(|_| IgnoreMatcher::new::<&str>(&[]).expect("the built-in patterns")),
     }
 }
 
-fn read_upload(section: &mut Section) -> UploadConfig {
-    UploadConfig {
-        concurrency: section.integer("concurrency", 1, 256).unwrap_or(8),
-        max_attempts: section.integer("max_attempts", 1, 1000).unwrap_or(10),
-        lease: section.duration("lease").unwrap_or(Duration::from_secs(15 * 60)),
-        bandwidth_limit: section.bytes("bandwidth_limit").unwrap_or(0),
-        window: section.string("window"),
+fn read_scan(section: &mut Section) -> ScanConfig {
+    let timezone = section
+        .string("timezone")
+        .unwrap_or_else(|| std::env::var("TZ").unwrap_or_else(|_| "UTC".into()));
+    let timezone = parse_zone(&timezone).unwrap_or_else(|problem| {
+        section.problem("timezone", problem);
+        Tz::UTC
+    });
+    let expression = section
+        .string("schedule")
+        .unwrap_or_else(|| defaults::SCAN_SCHEDULE.into());
+    let schedule = Schedule::new(&expression, timezone).unwrap_or_else(|problem| {
+        section.problem("schedule", problem);
+        default_schedule(defaults::SCAN_SCHEDULE, timezone)
+    });
+    ScanConfig {
+        schedule,
+        timezone,
+        on_start: section.bool("on_start").unwrap_or(true),
+        batch_size: section
+            .integer("batch_size", 1, 100_000)
+            .unwrap_or(defaults::SCAN_BATCH_SIZE),
     }
+}
+
+/// A cron expression in `zone`, or "off" (None).
+fn schedule_or_off(section: &mut Section, key: &str, default: &str, zone: Tz) -> Option<Schedule> {
+    let expression = section.string(key).unwrap_or_else(|| default.into());
+    if expression == "off" {
+        return None;
+    }
+    Some(Schedule::new(&expression, zone).unwrap_or_else(|problem| {
+        section.problem(key, format!("{problem} (or \"off\")"));
+        default_schedule(default, zone)
+    }))
+}
+
+/// A default schedule (stands in for one that did not parse; the configuration is refused).
+fn default_schedule(expression: &str, zone: Tz) -> Schedule {
+    Schedule::new(expression, zone).expect("the default schedules are valid cron expressions")
+}
+
+fn read_upload(section: &mut Section, zone: Tz) -> UploadConfig {
+    let defaults = fms_actors::upload::UploadSettings::default();
+    let window = section.string("window").and_then(|text| {
+        UploadWindow::new(&text, zone)
+            .map_err(|problem| section.problem("window", problem))
+            .ok()
+    });
+    UploadConfig {
+        concurrency: section
+            .integer("concurrency", 1, 256)
+            .unwrap_or(defaults.concurrency as u64),
+        max_attempts: section
+            .integer("max_attempts", 1, 1000)
+            .unwrap_or(defaults.max_attempts as u64),
+        lease: section.duration("lease").unwrap_or(defaults.lease),
+        bandwidth_limit: section.bytes("bandwidth_limit").unwrap_or(0),
+        window,
+    }
+}
+
+fn read_http(section: &mut Section) -> HttpConfig {
+    let listen = section.string("listen").unwrap_or_else(|| defaults::HTTP_LISTEN.into());
+    let listen = listen.parse().unwrap_or_else(|_| {
+        section.problem(
+            "listen",
+            format!("{listen:?} is not an address such as \"0.0.0.0:9187\""),
+        );
+        defaults::HTTP_LISTEN.parse().expect("the default address")
+    });
+    HttpConfig { listen }
 }
 
 fn read_log(section: &mut Section) -> LogConfig {
@@ -538,14 +629,6 @@ fn validate(config: &Config, problems: &mut Vec<Problem>) {
             }
         }
     }
-    if let StorageConfig::S3 {
-        ca_file: Some(file), ..
-    } = &config.storage
-    {
-        if let Err(problem) = fms_actors::catalog::tls::read_ca_file(file) {
-            add("storage.ca_file".into(), problem);
-        }
-    }
     if config.roots.is_empty() {
         add("roots".into(), "at least one [[roots]] entry is required".into());
     }
@@ -558,28 +641,6 @@ fn validate(config: &Config, problems: &mut Vec<Problem>) {
         }
         if !root.path.as_os_str().is_empty() && !root.path.is_absolute() {
             add(format!("roots[{index}].path"), "must be an absolute path".into());
-        }
-    }
-    for (index, pattern) in config.ignore.patterns.iter().enumerate() {
-        if let Err(error) = fms_actors::fs::IgnoreMatcher::check_pattern(pattern) {
-            add(
-                format!("ignore.patterns[{index}]"),
-                format!("{pattern:?} is not a valid glob: {error}"),
-            );
-        }
-    }
-    use fms_actors::daemon::schedule::Schedule;
-    if let Err(error) = Schedule::parse(&config.scan.schedule, "UTC") {
-        add("scan.schedule".into(), error);
-    }
-    if config.catalog.export_schedule != "off" {
-        if let Err(error) = Schedule::parse(&config.catalog.export_schedule, "UTC") {
-            add("catalog.export_schedule".into(), format!("{error} (or \"off\")"));
-        }
-    }
-    if config.retention.schedule != "off" {
-        if let Err(error) = Schedule::parse(&config.retention.schedule, "UTC") {
-            add("retention.schedule".into(), format!("{error} (or \"off\")"));
         }
     }
     if config.retention.grace <= config.upload.lease {
@@ -612,20 +673,6 @@ fn validate(config: &Config, problems: &mut Vec<Problem>) {
                 humantime::format_duration(config.daemon.stall_timeout),
                 humantime::format_duration(timeout)
             ),
-        );
-    }
-    if let Err(error) = Schedule::parse("0 3 * * *", &config.scan.timezone) {
-        add("scan.timezone".into(), error);
-    }
-    if let Some(window) = &config.upload.window {
-        if let Err(error) = fms_actors::upload_controls::UploadWindow::parse(window, &config.scan.timezone) {
-            add("upload.window".into(), error);
-        }
-    }
-    if config.http.listen.parse::<std::net::SocketAddr>().is_err() {
-        add(
-            "http.listen".into(),
-            format!("{:?} is not an address such as \"0.0.0.0:9187\"", config.http.listen),
         );
     }
 }
@@ -715,6 +762,48 @@ fn redact_keyword_password(text: &str) -> String {
     out
 }
 
+/// The storage CA file's PEM text, once it holds at least one certificate.
+fn read_ca_pem(file: &Path) -> Result<Vec<u8>, String> {
+    fms_actors::catalog::tls::read_ca_file(file)?;
+    std::fs::read(file).map_err(|error| format!("cannot read the CA file {}: {error}", file.display()))
+}
+
+fn show_patterns<S: serde::Serializer>(matcher: &IgnoreMatcher, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_seq(matcher.extra_patterns())
+}
+
+fn show_schedule<S: serde::Serializer>(schedule: &Schedule, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(schedule.expression())
+}
+
+fn show_schedule_or_off<S: serde::Serializer>(schedule: &Option<Schedule>, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(schedule.as_ref().map_or("off", |schedule| schedule.expression()))
+}
+
+fn show_zone<S: serde::Serializer>(zone: &Tz, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(zone.name())
+}
+
+fn show_window<S: serde::Serializer>(window: &Option<UploadWindow>, serializer: S) -> Result<S::Ok, S::Error> {
+    match window {
+        Some(window) => serializer.serialize_str(&window.range()),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Defaults that are not already the engine's own (its timeouts, its upload settings).
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const SCAN_SCHEDULE: &str = "0 3 * * *";
+    pub const SCAN_BATCH_SIZE: u64 = 1000;
+    pub const EXPORT_SCHEDULE: &str = "30 4 * * *";
+    pub const EXPORT_KEEP: u64 = 14;
+    pub const RETENTION_SCHEDULE: &str = "15 5 * * *";
+    pub const RETENTION_GRACE: Duration = Duration::from_secs(24 * 3600);
+    pub const HTTP_LISTEN: &str = "0.0.0.0:9187";
+}
+
 /// Durations shown as "2s", "15m".
 mod forever_compat {
     pub fn serialize<S: serde::Serializer>(
@@ -736,64 +825,3 @@ mod humantime_serde_compat {
 
 #[cfg(test)]
 mod tests;
-
-/// The keys whose values differ between two configurations, as `section.key` paths (a whole
-/// section where its keys change together: `storage`, `roots`).
-pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut check = |key: &str, differs: bool| {
-        if differs {
-            keys.push(key.to_owned());
-        }
-    };
-    check("agent", old.agent != new.agent);
-    check("database.url", old.database.url != new.database.url);
-    check("database.ca_file", old.database.ca_file != new.database.ca_file);
-    check("database.schema", old.database.schema != new.database.schema);
-    check(
-        "database.timeouts",
-        (old.database.connect_timeout, old.database.statement_timeout)
-            != (new.database.connect_timeout, new.database.statement_timeout),
-    );
-    check("storage", old.storage != new.storage);
-    check("roots", old.roots != new.roots);
-    check("ignore.patterns", old.ignore != new.ignore);
-    check("watch.mode", old.watch.mode != new.watch.mode);
-    check(
-        "watch.poll_interval",
-        old.watch.poll_interval != new.watch.poll_interval,
-    );
-    check("watch.debounce", old.watch.debounce != new.watch.debounce);
-    check("scan.schedule", old.scan.schedule != new.scan.schedule);
-    check("scan.timezone", old.scan.timezone != new.scan.timezone);
-    check("scan.on_start", old.scan.on_start != new.scan.on_start);
-    check("scan.batch_size", old.scan.batch_size != new.scan.batch_size);
-    check(
-        "catalog.export",
-        old.catalog != new.catalog || (old.scan.timezone != new.scan.timezone && old.catalog.export_schedule != "off"),
-    );
-    check(
-        "retention",
-        old.retention != new.retention || (old.scan.timezone != new.scan.timezone && old.retention.schedule != "off"),
-    );
-    check("hash.workers", old.hash.workers != new.hash.workers);
-    check("upload.concurrency", old.upload.concurrency != new.upload.concurrency);
-    check(
-        "upload.max_attempts",
-        old.upload.max_attempts != new.upload.max_attempts,
-    );
-    check("upload.lease", old.upload.lease != new.upload.lease);
-    check(
-        "upload.bandwidth_limit",
-        old.upload.bandwidth_limit != new.upload.bandwidth_limit,
-    );
-    check("upload.window", old.upload.window != new.upload.window);
-    check("log.format", old.log.format != new.log.format);
-    check("log.level", old.log.level != new.log.level);
-    check("http.listen", old.http.listen != new.http.listen);
-    check("daemon.stall_timeout", old.daemon != new.daemon);
-    keys
-}
-
-/// Keys a running daemon cannot take over without a restart of the process.
-pub const RESTART_ONLY_KEYS: &[&str] = &["agent", "http.listen"];

@@ -1,4 +1,5 @@
 use super::*;
+use fms_actors::daemon::{Role, Setting};
 
 const GOOD: &str = r#"
 agent = "nas-01"
@@ -43,7 +44,7 @@ fn a_good_file_loads_with_defaults() {
     );
     assert_eq!(config.upload.concurrency, 4);
     assert_eq!(config.watch.debounce, Duration::from_secs(3));
-    assert_eq!(config.scan.schedule, "0 3 * * *");
+    assert_eq!(config.scan.schedule.expression(), "0 3 * * *");
     assert!(matches!(
         config.storage,
         StorageConfig::S3 {
@@ -210,7 +211,7 @@ fn the_ca_file_is_checked_and_its_change_is_named() {
     );
     let old = load_from_str(GOOD, no_env()).unwrap();
     let new = load_from_str(&verify, no_env()).unwrap();
-    assert_eq!(changed_keys(&old, &new), vec!["database.url"]);
+    assert_eq!(changed(&old, &new), vec![Setting::DatabaseUrl]);
     let store_ca = GOOD.replace(
         "region = \"garage\"",
         &format!("region = \"garage\"\nca_file = \"{}\"", missing.display()),
@@ -221,30 +222,85 @@ fn the_ca_file_is_checked_and_its_change_is_named() {
     );
 }
 
+/// The daemon's settings that differ between two configurations, as a reload sees them.
+fn changed(old: &Config, new: &Config) -> Vec<Setting> {
+    let settings = |config: &Config| crate::commands::run::daemon_settings(config, Role::All);
+    fms_actors::daemon::changed_settings(&settings(old), &settings(new))
+}
+
+#[test]
+fn a_reload_names_each_changed_key_from_the_typed_settings() {
+    let old = load_from_str(GOOD, no_env()).unwrap();
+    assert_eq!(changed(&old, &old.clone()), vec![]);
+    // The time zone moves every schedule and the window; it is named once, as itself.
+    let tokyo = load_from_str(&format!("{GOOD}[scan]\ntimezone = \"Asia/Tokyo\"\n"), no_env()).unwrap();
+    assert_eq!(changed(&old, &tokyo), vec![Setting::ScanTimezone]);
+    let edited = GOOD
+        .replace("patterns = [\"*.bak\"]", "patterns = [\"*.bak\", \"*.tmp\"]")
+        .replace("secret_access_key = \"s3cr3t\"", "secret_access_key = \"rotated\"")
+        .replace("concurrency = 4", "concurrency = 4\nwindow = \"22:00-06:00\"");
+    let edited = load_from_str(&format!("{edited}[http]\nlisten = \"127.0.0.1:9999\"\n"), no_env()).unwrap();
+    assert_eq!(
+        changed(&old, &edited),
+        vec![
+            Setting::Storage,
+            Setting::IgnorePatterns,
+            Setting::UploadWindow,
+            Setting::HttpListen
+        ]
+    );
+}
+
+#[test]
+fn every_default_is_what_the_example_states() {
+    let example = load_from_str(include_str!("../../config/filemetasync.example.toml"), no_env()).unwrap();
+    // What the example sets because there is no default (or the machine decides it), and
+    // nothing else: every other key's default must be what the example says it is.
+    let minimal = r#"
+agent = "nas-01"
+[database]
+url = "postgres://fms:change-me@db:5432/fms"
+[storage]
+kind = "s3"
+bucket = "nas"
+endpoint = "http://garage:3900"
+region = "garage"
+access_key_id = "GK..."
+secret_access_key = "..."
+[[roots]]
+label = "documents"
+path = "/data/documents"
+[ignore]
+patterns = ["*.bak"]
+[scan]
+timezone = "Europe/Berlin"
+[hash]
+workers = 2
+[log]
+format = "json"
+"#;
+    let defaults = load_from_str(minimal, no_env()).unwrap();
+    assert_eq!(defaults, example);
+}
+
 #[test]
 fn the_documented_example_is_valid() {
     let text = include_str!("../../config/filemetasync.example.toml");
     let config = load_from_str(text, no_env()).unwrap();
     assert_eq!(config.roots.len(), 1);
-    assert_eq!(config.scan.timezone, "Europe/Berlin");
+    assert_eq!(config.scan.timezone, fms_actors::Tz::Europe__Berlin);
 }
 
 #[test]
-fn retention_keeps_everything_by_default_as_the_example_states() {
+fn retention_keeps_everything_by_default() {
     let minimal = load_from_str(
         "[database]\nurl = \"postgres://x@h/db\"\n[storage]\nkind = \"local\"\npath = \"/s\"\n\
          [[roots]]\nlabel = \"a\"\npath = \"/a\"\n",
         no_env(),
     )
     .unwrap();
-    let example = load_from_str(include_str!("../../config/filemetasync.example.toml"), no_env()).unwrap();
-    assert_eq!(minimal.retention, example.retention);
     assert!(minimal.retention.policy().keeps_everything());
     assert_eq!(minimal.retention.grace, Duration::from_secs(24 * 3600));
-    assert_eq!(
-        minimal.daemon, example.daemon,
-        "the example states the stall timeout's default"
-    );
 }
 
 #[test]

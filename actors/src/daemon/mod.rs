@@ -28,6 +28,7 @@ mod registrar;
 pub mod scanner;
 pub mod schedule;
 pub mod scheduled;
+mod setting;
 mod slot;
 pub mod supervisor;
 mod uploader;
@@ -48,8 +49,9 @@ pub(crate) fn paused_system() -> actix::SystemRunner {
     })
 }
 
-pub use coordinator::{plan as reload_plan, ActorChange, ChangeAction, DaemonHandle, Reconfigure, ReloadOutcome};
+pub use coordinator::{DaemonHandle, Reconfigure, ReloadOutcome};
 pub use once::OnceRun;
+pub use setting::{changes as changed_settings, ActorChange, ChangeAction, Setting};
 
 use crate::catalog::Target;
 use crate::fs::IgnoreMatcher;
@@ -128,6 +130,50 @@ pub struct DaemonSettings {
     pub stall_timeout: Duration,
     /// A one-shot run (`scan`): no watcher, no scheduled jobs, no HTTP; ends by itself.
     pub once: Option<Arc<OnceRun>>,
+}
+
+/// Settings for the actors' in-process tests: nothing reachable, nothing scheduled.
+#[cfg(test)]
+pub(crate) fn test_settings(concurrency: usize, bucket: &str) -> DaemonSettings {
+    use watcher::WatchMode;
+    DaemonSettings {
+        agent: "test".into(),
+        role: Role::All,
+        database: crate::catalog::Target::new("postgres://nobody@127.0.0.1:1/none"),
+        store: crate::store::ObjectStore::Local(crate::store::LocalStore::new(format!("/nonexistent/{bucket}"))),
+        roots: Vec::new(),
+        ignore: crate::fs::IgnoreMatcher::new::<&str>(&[]).unwrap(),
+        scan: crate::scan::ScanOptions {
+            batch_size: 100,
+            accept_root_change: false,
+        },
+        schedule: crate::daemon::schedule::Schedule::parse("0 3 * * *", "UTC").unwrap(),
+        scan_on_start: false,
+        hash_workers: 2,
+        upload: crate::upload::UploadSettings {
+            concurrency,
+            ..Default::default()
+        },
+        bandwidth_limit: 0,
+        upload_window: None,
+        http_listen: None,
+        watch: WatchSettings {
+            mode: WatchMode::Poll,
+            poll_interval: std::time::Duration::from_secs(5),
+            debounce: std::time::Duration::from_secs(3),
+        },
+        export_schedule: None,
+        export_keep: 1,
+        gc_schedule: None,
+        retention: crate::catalog::retention::RetentionPolicy {
+            deleted_for: None,
+            replaced_for: None,
+            keep_versions: 1,
+            grace: std::time::Duration::from_secs(86_400),
+        },
+        stall_timeout: std::time::Duration::from_secs(600),
+        once: None,
+    }
 }
 
 /// The settings in force; every actor's factory reads them when it starts an instance, so a

@@ -8,24 +8,61 @@ use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Schedule {
     cron: Cron,
     zone: Tz,
+    /// As written, for comparisons (a reload) and for showing it.
+    expression: String,
+}
+
+/// Two schedules are the same when their expressions (as written) and zones are.
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Schedule) -> bool {
+        self.expression == other.expression && self.zone == other.zone
+    }
+}
+
+/// As written, with its zone (the parsed form is thousands of bits).
+impl std::fmt::Debug for Schedule {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "Schedule({:?} in {})", self.expression, self.zone)
+    }
+}
+
+/// An IANA time zone name (`scan.timezone`).
+pub fn parse_zone(timezone: &str) -> Result<Tz, String> {
+    timezone
+        .parse()
+        .map_err(|_| format!("unknown time zone {timezone:?} (use an IANA name such as Europe/Berlin)"))
 }
 
 impl Schedule {
     /// Parse both; the error says which one is wrong.
     pub fn parse(expression: &str, timezone: &str) -> Result<Schedule, String> {
-        let zone: Tz = timezone
-            .parse()
-            .map_err(|_| format!("unknown time zone {timezone:?} (use an IANA name such as Europe/Berlin)"))?;
+        Schedule::new(expression, parse_zone(timezone)?)
+    }
+
+    /// `expression` in `zone`; the error names the expression.
+    pub fn new(expression: &str, zone: Tz) -> Result<Schedule, String> {
         let cron = CronParser::builder()
             .seconds(Seconds::Optional)
             .build()
             .parse(expression)
             .map_err(|error| format!("invalid cron expression {expression:?}: {error}"))?;
-        Ok(Schedule { cron, zone })
+        Ok(Schedule {
+            cron,
+            zone,
+            expression: expression.to_owned(),
+        })
+    }
+
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    pub fn zone(&self) -> Tz {
+        self.zone
     }
 
     /// The first run strictly after `after`.

@@ -31,7 +31,7 @@ pub enum WatchMode {
     Auto,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchSettings {
     pub mode: WatchMode,
     pub poll_interval: Duration,

@@ -36,6 +36,15 @@ const OPTIONS: MatchOptions = MatchOptions {
 pub struct IgnoreMatcher {
     name_patterns: Vec<Pattern>,
     path_patterns: Vec<Pattern>,
+    /// The configured patterns (`ignore.patterns`) as written, beside the built-in ones.
+    extra: Vec<String>,
+}
+
+/// Two matchers are the same when they were made from the same configured patterns.
+impl PartialEq for IgnoreMatcher {
+    fn eq(&self, other: &IgnoreMatcher) -> bool {
+        self.extra == other.extra
+    }
 }
 
 impl IgnoreMatcher {
@@ -44,6 +53,7 @@ impl IgnoreMatcher {
         let mut matcher = IgnoreMatcher {
             name_patterns: Vec::new(),
             path_patterns: Vec::new(),
+            extra: extra.iter().map(|p| p.as_ref().to_owned()).collect(),
         };
         let all = BUILTIN_PATTERNS.iter().copied().chain(extra.iter().map(|p| p.as_ref()));
         for text in all {
@@ -56,6 +66,11 @@ impl IgnoreMatcher {
             }
         }
         Ok(matcher)
+    }
+
+    /// The configured patterns, as written (the built-in ones not included).
+    pub fn extra_patterns(&self) -> &[String] {
+        &self.extra
     }
 
     /// Check a pattern without building a matcher (for configuration validation).

@@ -24,7 +24,7 @@ pub struct RootSpec {
     pub path: PathBuf,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScanOptions {
     /// Registrations per transaction.
     pub batch_size: usize,

@@ -48,6 +48,17 @@ pub enum ObjectStore {
     Local(LocalStore),
 }
 
+/// The same store: made from the same settings (bucket, endpoint, keys, CA, limits).
+impl PartialEq for ObjectStore {
+    fn eq(&self, other: &ObjectStore) -> bool {
+        match (self, other) {
+            (ObjectStore::S3(one), ObjectStore::S3(other)) => one.settings() == other.settings(),
+            (ObjectStore::Local(one), ObjectStore::Local(other)) => one == other,
+            _ => false,
+        }
+    }
+}
+
 impl ObjectStore {
     /// The size of the object under `key`, or None if there is none.
     pub async fn head(&self, key: &str) -> Result<Option<u64>, StoreError> {

@@ -33,8 +33,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-/// Connection settings, from the `[storage]` section.
-#[derive(Clone, Debug)]
+/// Connection settings, from the `[storage]` section. Compared on a reload: any difference
+/// is a new store (the uploader and the scheduled jobs start again with it).
+#[derive(Clone, PartialEq)]
 pub struct S3Settings {
     pub bucket: String,
     pub endpoint: Option<String>,
@@ -55,6 +56,24 @@ pub struct S3Settings {
     pub timeout: Duration,
 }
 
+/// Without the secrets.
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("S3Settings")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("multipart_threshold", &self.multipart_threshold)
+            .field("part_size", &self.part_size)
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("integrity", &self.integrity)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 /// `storage.timeout` by default: a NAS on a slow uplink still hears back within a minute.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The slowest uplink we wait for (bytes a second): a 16 MiB part may take 256 s more.
@@ -71,6 +90,8 @@ pub struct S3Store {
     /// The checks in force; `auto` sets them from its probe (shared by every clone).
     integrity: Arc<RwLock<Integrity>>,
     timeout: Duration,
+    /// What it was made from (compared on a reload).
+    settings: Arc<S3Settings>,
 }
 
 /// The endpoint as the SDK must be given it: one with a path (Supabase's
@@ -154,7 +175,13 @@ impl S3Store {
             mode: settings.integrity,
             integrity: Arc::new(RwLock::new(Integrity::configured(settings.integrity))),
             timeout: settings.timeout,
+            settings: Arc::new(settings.clone()),
         }
+    }
+
+    /// What this store was made from.
+    pub fn settings(&self) -> &S3Settings {
+        &self.settings
     }
 
     /// `request` within the timeout for one that sends `bytes`. A request past it is given

@@ -108,3 +108,55 @@ async fn registration_and_upload_marks_on_overlapping_contents_never_deadlock() 
     assert_eq!(database.count("SELECT count(*) FROM catalog_counts").await, 1);
     database.assert_counts_match().await;
 }
+
+/// The uploader asks the store (HEAD) only about contents it may hold already: a content
+/// registered for the first time is leased without, and every later lease of it (a lost lease,
+/// a crashed uploader, a PUT whose answer never came) and every content the catalog knew
+/// before is asked about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_contents_the_store_may_hold_are_asked_about() {
+    let database = Database::create("heads").await;
+    let target = Target::new(database.url.clone());
+    let mut catalog = Catalog::connect(&target, "a").await.unwrap();
+    catalog.migrate().await.unwrap();
+    let uploader = Catalog::connect(&target, "u").await.unwrap();
+    let roots = vec!["one".to_owned()];
+    let batch = registrations(0, 1, "x");
+    // A tenth were known before (stored once, then their object went: retention, a failed
+    // verification): the store may hold them.
+    let known: Vec<&str> = batch.iter().take(100).map(|r| r.sha256.as_str()).collect();
+    database
+        .client
+        .execute(
+            "INSERT INTO file_contents (sha256, size, storage_key)
+             SELECT sha256, 1, 'files/' || sha256 FROM unnest($1::text[]) AS t(sha256)",
+            &[&known],
+        )
+        .await
+        .unwrap();
+    catalog.write_batch("one", &batch, &[], &[]).await.unwrap();
+
+    let first = uploader.dequeue(2000, Duration::from_secs(60), &roots).await.unwrap();
+    assert_eq!(first.len(), CONTENTS_PER_ROUND);
+    let asked: Vec<&str> = first
+        .iter()
+        .filter(|item| item.maybe_stored)
+        .map(|item| item.sha256.as_str())
+        .collect();
+    let mut expected = known.clone();
+    expected.sort();
+    let mut asked_sorted = asked.clone();
+    asked_sorted.sort();
+    assert_eq!(asked_sorted, expected, "only the contents known before are asked about");
+
+    // The answer of every transfer was lost: all of them are asked about next time.
+    assert_eq!(uploader.release_leases().await.unwrap(), CONTENTS_PER_ROUND as u64);
+    let second = uploader.dequeue(2000, Duration::from_secs(60), &roots).await.unwrap();
+    assert_eq!(second.len(), CONTENTS_PER_ROUND);
+    assert!(second.iter().all(|item| item.maybe_stored), "a second lease asks first");
+    // The lease counted its attempt as before.
+    assert!(
+        second.iter().all(|item| item.attempts == 1),
+        "released attempts are given back"
+    );
+}

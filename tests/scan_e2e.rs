@@ -44,6 +44,9 @@ async fn corpus_sync_stores_each_content_once_and_rescan_reads_nothing() {
         distinct.len() as u64,
         "each content stored by one request"
     );
+    // New contents of a new catalog cannot be in the store: no existence check was sent.
+    assert_eq!(first["upload_heads"], 0);
+    assert_eq!(garage.requests("HeadObject"), 0, "no HEAD for a first upload");
 
     let second = fms.scan(0);
     assert_eq!(second["totals"]["unchanged"], expected.len() as u64);

@@ -59,6 +59,8 @@ pub struct UploadCounters {
     pub failed_final: AtomicU64,
     /// 1 while the upload window holds new uploads back.
     pub held: AtomicU64,
+    /// HEAD requests sent (only for contents the store may already hold).
+    pub heads: AtomicU64,
 }
 
 /// The retry delay after `attempts` failed attempts: initial * 2^(attempts-1), capped.
@@ -125,6 +127,20 @@ enum ItemOutcome {
     Retry(String),
     /// The store did not answer: the item goes back to the queue untouched.
     StoreDown(String),
+}
+
+/// Objects up to this size take one slot of `upload.concurrency`'s share; larger ones take
+/// [`SLOTS_PER_TRANSFER`]. Over a link with a long round trip a small object's transfer is
+/// nearly all waiting, so four of them go for each large one, within the same memory bound.
+const SMALL_OBJECT: u64 = 1 << 20;
+const SLOTS_PER_TRANSFER: usize = 4;
+
+fn slots_of(size: u64) -> usize {
+    if size <= SMALL_OBJECT {
+        1
+    } else {
+        SLOTS_PER_TRANSFER
+    }
 }
 
 /// Outcomes are recorded in the catalog in batches of this many, or this often.
@@ -195,7 +211,8 @@ impl Uploader {
         Ok(integrity)
     }
 
-    /// Keep `upload.concurrency` transfers in flight, leasing more as slots free up, and
+    /// Keep `upload.concurrency` large transfers in flight (or four small ones for each, see
+    /// [`SMALL_OBJECT`]), leasing more as slots free up, and
     /// record outcomes in batches, until `control` says to stop. Leases still held at the
     /// end are given back.
     /// `liveness`: the transfers in flight are its work; each finished transfer and each file
@@ -213,13 +230,15 @@ impl Uploader {
         // The first idle moment sweeps; then once per FAILURE_SWEEP.
         let mut last_failure_sweep = Instant::now().checked_sub(FAILURE_SWEEP).unwrap_or_else(Instant::now);
         let mut granted = knobs.limiter.granted();
+        // Slots taken by the transfers in flight (see SMALL_OBJECT).
+        let mut used = 0usize;
         loop {
             liveness.set_work(in_flight.len() as u64);
             if knobs.limiter.granted() != granted {
                 granted = knobs.limiter.granted();
                 liveness.step();
             }
-            let concurrency = knobs.concurrency();
+            let slots = knobs.concurrency() * SLOTS_PER_TRANSFER;
             let open = knobs.open(chrono::Utc::now());
             if open == held {
                 held = !open;
@@ -234,8 +253,8 @@ impl Uploader {
             let stopping = store_down.is_some()
                 || control.stop.load(Ordering::SeqCst)
                 || (!control.producing.load(Ordering::SeqCst) && !control.drain);
-            if !stopping && open && ready.len() < concurrency && Instant::now() >= next_poll {
-                let leased = self.lease((concurrency * 4) as i32).await?;
+            if !stopping && open && ready.len() < slots && Instant::now() >= next_poll {
+                let leased = self.lease(slots as i32).await?;
                 if leased.is_empty() {
                     next_poll = Instant::now() + IDLE_POLL;
                     if last_failure_sweep.elapsed() >= FAILURE_SWEEP {
@@ -245,9 +264,16 @@ impl Uploader {
                 }
                 ready.extend(leased);
             }
-            while !stopping && open && in_flight.len() < concurrency {
-                let Some(item) = ready.pop_front() else { break };
-                in_flight.push(self.transfer(item, &knobs));
+            if !stopping && open {
+                // One transfer always goes, whatever its size.
+                while let Some(next) = ready.front() {
+                    if used > 0 && used + slots_of(next.size) > slots {
+                        break;
+                    }
+                    let Some(item) = ready.pop_front() else { break };
+                    used += slots_of(item.size);
+                    in_flight.push(self.transfer(item, &knobs));
+                }
             }
             if in_flight.is_empty() {
                 self.record(&mut done).await?;
@@ -277,6 +303,7 @@ impl Uploader {
             tokio::select! {
                 Some((item, outcome)) = in_flight.next() => {
                     liveness.step();
+                    used = used.saturating_sub(slots_of(item.size));
                     if let ItemOutcome::StoreDown(reason) = &outcome {
                         store_down.get_or_insert_with(|| reason.clone());
                     }
@@ -398,10 +425,15 @@ impl Uploader {
         if item.already_uploaded {
             return ItemOutcome::AlreadyStored;
         }
-        match self.store.head(&item.storage_key).await {
-            Ok(Some(size)) if size == item.size => return ItemOutcome::AlreadyStored,
-            Ok(_) => {}
-            Err(error) => return self.on_store_error(error),
+        // A content registered for the first time and leased for the first time cannot be in
+        // the store: one round trip fewer. Anything else is asked about first.
+        if item.maybe_stored {
+            self.counters.heads.fetch_add(1, Ordering::Relaxed);
+            match self.store.head(&item.storage_key).await {
+                Ok(Some(size)) if size == item.size => return ItemOutcome::AlreadyStored,
+                Ok(_) => {}
+                Err(error) => return self.on_store_error(error),
+            }
         }
         if item.sources.is_empty() {
             return ItemOutcome::Dropped;

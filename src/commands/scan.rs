@@ -40,6 +40,8 @@ pub struct ScanSummary {
     pub uploaded_bytes: u64,
     /// Contents the store already had (dedup across agents and runs).
     pub upload_skipped_existing: u64,
+    /// Existence checks sent to the store (only for contents it may hold already).
+    pub upload_heads: u64,
     pub upload_dropped: u64,
     pub upload_failed_attempts: u64,
     pub upload_failed_final: u64,
@@ -123,6 +125,7 @@ fn summarise(reports: Vec<RootReport>, uploads: &UploadCounters, queue_pending: 
         uploaded: load(&uploads.uploaded),
         uploaded_bytes: load(&uploads.uploaded_bytes),
         upload_skipped_existing: load(&uploads.skipped_existing),
+        upload_heads: load(&uploads.heads),
         upload_dropped: load(&uploads.dropped),
         upload_failed_attempts: load(&uploads.failed_attempts),
         upload_failed_final: load(&uploads.failed_final),

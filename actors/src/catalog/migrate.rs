@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../migrations/0007_event_versions.sql"),
     ),
     (8, "retention", include_str!("../../../migrations/0008_retention.sql")),
+    (
+        9,
+        "store_knowledge",
+        include_str!("../../../migrations/0009_store_knowledge.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).

@@ -14,6 +14,9 @@ pub struct QueueItem {
     /// Counted at dequeue, so a content that crashes the uploader still reaches its limit.
     pub attempts: i32,
     pub already_uploaded: bool,
+    /// The store may hold it already (see migration 0009): false only at the first lease of
+    /// a content registered for the first time, which needs no HEAD.
+    pub maybe_stored: bool,
     /// Live files holding this content under the dequeuing agent's roots, newest first.
     pub sources: Vec<SourceFile>,
 }
@@ -35,7 +38,7 @@ pub struct SourceFile {
 /// copies are found by sha256 alone and only then filtered by root.
 const DEQUEUE: &str = "
     SELECT q.sha256, c.size, c.storage_key, q.attempts, c.uploaded_at IS NOT NULL,
-           s.roots, s.paths, s.encodings, s.sizes, s.mtimes, s.inodes
+           s.roots, s.paths, s.encodings, s.sizes, s.mtimes, s.inodes, q.maybe_stored
       FROM dequeue_upload_batch($1, $2, $3::text::interval, $4, $5) q
       CROSS JOIN LATERAL (
             SELECT size, storage_key, uploaded_at FROM file_contents c WHERE c.sha256 = q.sha256 LIMIT 1) c
@@ -213,6 +216,7 @@ fn queue_item(row: &tokio_postgres::Row) -> QueueItem {
         storage_key: row.get(2),
         attempts: row.get(3),
         already_uploaded: row.get(4),
+        maybe_stored: row.get(11),
         sources,
     }
 }

@@ -75,10 +75,13 @@ const UPSERT_CONTENTS: &str = "
         ON CONFLICT (sha256) DO NOTHING
         RETURNING sha256),
     queued AS (
-        INSERT INTO upload_queue (sha256)
-        SELECT sha256 FROM (
-            SELECT l.sha256 FROM locked l WHERE l.uploaded_at IS NULL OR l.purging_since IS NOT NULL
-            UNION SELECT sha256 FROM inserted) wanted
+        -- A content this catalog sees for the first time cannot be stored yet (no HEAD needed
+        -- at its first upload); one it knew may be.
+        INSERT INTO upload_queue (sha256, maybe_stored)
+        SELECT sha256, bool_or(known) FROM (
+            SELECT l.sha256, true AS known FROM locked l WHERE l.uploaded_at IS NULL OR l.purging_since IS NOT NULL
+            UNION ALL SELECT sha256, false FROM inserted) wanted
+        GROUP BY sha256
         ORDER BY sha256
         ON CONFLICT (sha256) DO UPDATE
            SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL

@@ -41,6 +41,19 @@ fn registrations(round: usize, order_seed: u64, prefix: &str) -> Vec<Registratio
         .collect()
 }
 
+/// Contents the catalog knew before, waiting for an upload without a queue row.
+async fn insert_known(database: &Database, known: &[&str]) {
+    database
+        .client
+        .execute(
+            "INSERT INTO file_contents (sha256, size, storage_key)
+             SELECT sha256, 1, 'files/' || sha256 FROM unnest($1::text[]) AS t(sha256)",
+            &[&known],
+        )
+        .await
+        .unwrap();
+}
+
 async fn deadlocks(database: &Database) -> i64 {
     database
         .count("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
@@ -67,15 +80,7 @@ async fn registration_and_upload_marks_on_overlapping_contents_never_deadlock() 
             .filter(|registration| round % 2 == 0 || registration.size % 2 == 0)
             .map(|registration| registration.sha256.as_str())
             .collect();
-        database
-            .client
-            .execute(
-                "INSERT INTO file_contents (sha256, size, storage_key)
-                 SELECT sha256, 1, 'files/' || sha256 FROM unnest($1::text[]) AS t(sha256)",
-                &[&known],
-            )
-            .await
-            .unwrap();
+        insert_known(&database, &known).await;
         let write_one = first.write_batch("one", &batch_one, &[], &[]);
         let write_two = second.write_batch("two", &batch_two, &[], &[]);
         let upload = async {
@@ -125,15 +130,7 @@ async fn only_contents_the_store_may_hold_are_asked_about() {
     // A tenth were known before (stored once, then their object went: retention, a failed
     // verification): the store may hold them.
     let known: Vec<&str> = batch.iter().take(100).map(|r| r.sha256.as_str()).collect();
-    database
-        .client
-        .execute(
-            "INSERT INTO file_contents (sha256, size, storage_key)
-             SELECT sha256, 1, 'files/' || sha256 FROM unnest($1::text[]) AS t(sha256)",
-            &[&known],
-        )
-        .await
-        .unwrap();
+    insert_known(&database, &known).await;
     catalog.write_batch("one", &batch, &[], &[]).await.unwrap();
 
     let first = uploader.dequeue(2000, Duration::from_secs(60), &roots).await.unwrap();

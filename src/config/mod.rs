@@ -764,8 +764,9 @@ fn redact_keyword_password(text: &str) -> String {
 
 /// The storage CA file's PEM text, once it holds at least one certificate.
 fn read_ca_pem(file: &Path) -> Result<Vec<u8>, String> {
-    fms_actors::catalog::tls::read_ca_file(file)?;
-    std::fs::read(file).map_err(|error| format!("cannot read the CA file {}: {error}", file.display()))
+    let pem = std::fs::read(file).map_err(|error| format!("cannot read the CA file {}: {error}", file.display()))?;
+    fms_actors::catalog::tls::parse_ca_pem(&pem, file)?;
+    Ok(pem)
 }
 
 fn show_patterns<S: serde::Serializer>(matcher: &IgnoreMatcher, serializer: S) -> Result<S::Ok, S::Error> {

@@ -244,10 +244,16 @@ pub fn connector(roots: &Roots) -> Result<tokio_postgres_rustls::MakeRustlsConne
 
 /// The certificates of a PEM CA file: at least one, or why not.
 pub fn read_ca_file(file: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let pem = std::fs::read(file).map_err(|error| format!("cannot read the CA file {}: {error}", file.display()))?;
+    parse_ca_pem(&pem, file)
+}
+
+/// The certificates in `pem`, the text of the CA file `file`: at least one, or why not.
+pub fn parse_ca_pem(pem: &[u8], file: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
-        .and_then(|certs| certs.collect::<Result<_, _>>())
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
         .map_err(|error| format!("cannot read the CA file {}: {error}", file.display()))?;
     if certs.is_empty() {
         return Err(format!("the CA file {} holds no PEM certificate", file.display()));

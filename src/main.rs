@@ -85,6 +85,11 @@ enum Command {
         #[command(subcommand)]
         action: commands::catalog::CatalogAction,
     },
+    /// Content metadata: `backfill` reads it for contents registered before it was read.
+    Metadata {
+        #[command(subcommand)]
+        action: commands::metadata::MetadataAction,
+    },
     /// Configuration commands.
     Config {
         #[command(subcommand)]
@@ -144,6 +149,7 @@ fn main() -> ExitCode {
             Command::Find(args) => commands::find::run(&config, args).await,
             Command::Gc(args) => commands::gc::run(&config, args).await,
             Command::Catalog { action } => commands::catalog::run(&config, action).await,
+            Command::Metadata { action } => commands::metadata::run(&config, action).await,
             Command::Config { .. } | Command::Hash { .. } | Command::Run(_) | Command::Scan(_) | Command::Health => {
                 unreachable!("handled above")
             }

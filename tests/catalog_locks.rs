@@ -36,6 +36,7 @@ fn registrations(round: usize, order_seed: u64, prefix: &str) -> Vec<Registratio
                 device: 1,
                 storage_key: format!("files/{sha256}.bin"),
                 sha256,
+                metadata: None,
             }
         })
         .collect()

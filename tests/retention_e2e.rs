@@ -143,6 +143,7 @@ fn registration(path: &str, content: u8) -> Registration {
         device: 1,
         storage_key: format!("files/{sha256}.txt"),
         sha256,
+        metadata: None,
     }
 }
 

@@ -5,10 +5,10 @@
 //! [`HashThread`] is one thread with a one-slot job channel; each hasher actor owns one (a
 //! panic kills only that thread, and its actor is restarted with a new one).
 
-use crate::fs::{hash_file_observed, HashError, Hashed};
+use crate::fs::{hash_file_with, HashError, Hashed};
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -28,6 +28,8 @@ pub struct ThreadJob {
 pub struct HashCounters {
     pub files: AtomicU64,
     pub bytes: AtomicU64,
+    /// `metadata.extract`: hashers read each file's content metadata as they hash it.
+    pub metadata: AtomicBool,
 }
 
 /// The body of a hashing thread: take jobs until the channel closes. `read` counts the bytes
@@ -35,7 +37,7 @@ pub struct HashCounters {
 fn serve(jobs: Receiver<ThreadJob>, counters: Arc<HashCounters>, read: Arc<AtomicU64>) {
     for job in jobs {
         crate::hooks::maybe_panic_hashing(&job.path);
-        let result = hash_with_retries(&job.path, &read);
+        let result = hash_with_retries(&job.path, &read, counters.metadata.load(Ordering::Relaxed));
         if let Ok(hashed) = &result {
             counters.files.fetch_add(1, Ordering::Relaxed);
             counters.bytes.fetch_add(hashed.stat.size, Ordering::Relaxed);
@@ -88,10 +90,10 @@ pub fn lost_worker() -> HashError {
     HashError::Io(std::io::Error::other("the hashing thread stopped before answering"))
 }
 
-fn hash_with_retries(path: &Path, read: &AtomicU64) -> Result<Hashed, HashError> {
+fn hash_with_retries(path: &Path, read: &AtomicU64, metadata: bool) -> Result<Hashed, HashError> {
     let mut attempt = 1;
     loop {
-        match hash_file_observed(path, &mut || {}, read) {
+        match hash_file_with(path, &mut || {}, read, metadata) {
             Err(HashError::Changed) if attempt < ATTEMPTS_ON_CHANGE => {
                 std::thread::sleep(Duration::from_millis(100 * attempt as u64));
                 attempt += 1;

@@ -23,6 +23,7 @@ pub mod fs;
 pub mod hashing;
 pub mod hooks;
 pub mod key;
+pub use fms_metadata as metadata;
 pub mod pathenc;
 pub mod restore;
 pub mod retention;

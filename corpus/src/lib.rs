@@ -12,6 +12,8 @@
 //! The manifest (JSON lines) lists every regular file written: relative path, size, SHA-256,
 //! and whether a built-in ignore rule should skip it.
 
+pub mod samples;
+
 use clap::Parser;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -44,6 +46,13 @@ pub struct Options {
     pub projects: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Share of the regular files of a sample format (PDF, Office, JPEG, PNG, IFC, DWG, e-mail)
+    /// written as a real file of that format with metadata (see `samples`), not random bytes.
+    #[arg(long, default_value_t = 0.0)]
+    pub real_formats: f64,
+    /// Also write this many files of each sample format under `Samples/` (seeded, distinct).
+    #[arg(long, default_value_t = 0)]
+    pub samples: usize,
     /// Write a JSON-lines manifest here.
     #[arg(long)]
     pub manifest: Option<PathBuf>,
@@ -169,8 +178,15 @@ pub fn generate(options: &Options) -> Result<Corpus, String> {
             let index = rng.random_range(0..pool.len());
             writer.write(&name, &pool[index].clone(), false)?;
         } else {
-            let size = file_size(&mut rng);
-            let data = random_bytes(&mut rng, size);
+            let real = options.real_formats > 0.0 && rng.random::<f64>() < options.real_formats;
+            let sample = real.then(|| samples::of_extension(extension, i as u32)).flatten();
+            let data = match sample {
+                Some(data) => data,
+                None => {
+                    let size = file_size(&mut rng);
+                    random_bytes(&mut rng, size)
+                }
+            };
             writer.write(&name, &data, false)?;
             if pool.len() < DUPLICATE_POOL {
                 pool.push(data);
@@ -181,6 +197,11 @@ pub fn generate(options: &Options) -> Result<Corpus, String> {
         let project = pick(&mut rng, &projects).clone();
         let data = random_bytes(&mut rng, options.large_mib << 20);
         writer.write(&format!("{project}/Scans/Bestandsaufnahme {i}.tif"), &data, false)?;
+    }
+    for n in 0..options.samples {
+        for (extension, data) in samples::one_of_each(n as u32 + 1_000_000) {
+            writer.write(&format!("Samples/sample {n:04}{extension}"), &data, false)?;
+        }
     }
     write_odd_names(&mut writer, &mut rng)?;
     for project in &projects {

@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod find;
 pub mod gc;
 pub mod health;
+pub mod metadata;
 pub mod restore;
 pub mod run;
 pub mod scan;

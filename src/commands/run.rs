@@ -89,6 +89,7 @@ pub fn daemon_settings(config: &Config, role: Role) -> DaemonSettings {
         stall_timeout: config.daemon.stall_timeout,
         once: None,
         hash_workers: config.hash.workers as usize,
+        hash_metadata: config.hash.metadata,
         upload: app::upload_settings(config),
         bandwidth_limit: config.upload.bandwidth_limit,
         upload_window: config.upload.window.clone(),

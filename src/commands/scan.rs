@@ -117,6 +117,8 @@ fn summarise(reports: Vec<RootReport>, uploads: &UploadCounters, queue_pending: 
         totals.bytes_hashed += counts.bytes_hashed;
         totals.protected += counts.protected;
         totals.retried_batches += counts.retried_batches;
+        totals.metadata_written += counts.metadata_written;
+        totals.metadata_refused += counts.metadata_refused;
     }
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     ScanSummary {

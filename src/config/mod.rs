@@ -185,6 +185,9 @@ pub struct ScanConfig {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct HashConfig {
     pub workers: u64,
+    /// Read each new file's content metadata (MIME type, EXIF, PDF, Office, IFC, DWG, e-mail)
+    /// during the hashing read.
+    pub metadata: bool,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -315,6 +318,7 @@ fn from_value(value: serde_json::Value) -> Result<Config, ConfigErrors> {
     });
     let hash = top.section("hash", |s| HashConfig {
         workers: s.integer("workers", 1, 256).unwrap_or_else(default_workers),
+        metadata: s.bool("metadata").unwrap_or(true),
     });
     let upload = top.section("upload", |s| read_upload(s, zone));
     let log = top.section("log", read_log);

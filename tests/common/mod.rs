@@ -153,6 +153,15 @@ impl Database {
             .join("\n")
     }
 
+    /// The plan PostgreSQL makes for `sql`, as EXPLAIN prints it.
+    pub async fn plan(&self, sql: &str) -> String {
+        let rows = self.client.query(&format!("EXPLAIN {sql}"), &[]).await.unwrap();
+        rows.iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.client
             .query_one(sql, &[])

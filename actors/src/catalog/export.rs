@@ -23,6 +23,7 @@ pub const EXPORT_TABLES: &[&str] = &[
     "buildings",
     "link_rules",
     "file_contents",
+    "content_metadata",
     "files",
     "file_links",
     "file_events",

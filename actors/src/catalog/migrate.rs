@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "store_knowledge",
         include_str!("../../../migrations/0009_store_knowledge.sql"),
     ),
+    (
+        10,
+        "content_metadata",
+        include_str!("../../../migrations/0010_content_metadata.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).
@@ -57,6 +62,7 @@ const OUR_TABLES: &[&str] = &[
     "file_links",
     "store_checks",
     "catalog_counts",
+    "content_metadata",
 ];
 
 /// Apply every migration not yet applied, in `schema` (created if missing) or the

@@ -6,6 +6,7 @@
 mod bounded;
 pub mod export;
 pub mod history;
+pub mod metadata;
 pub mod migrate;
 mod queue;
 mod register;

@@ -23,6 +23,8 @@ pub struct Registration {
     pub sha256: String,
     /// The content's key, used only if the content is new to the catalog.
     pub storage_key: String,
+    /// What the bytes are, when the hasher read it: written if the content has none yet.
+    pub metadata: Option<Box<crate::metadata::ContentMetadata>>,
 }
 
 /// An existing row that now lives at another path (same inode, or same content).
@@ -52,6 +54,10 @@ pub struct BatchOutcome {
     pub moved: u64,
     pub deleted: u64,
     pub new_contents: u64,
+    /// Contents whose metadata was written now.
+    pub metadata_written: u64,
+    /// Batches whose metadata PostgreSQL refused (the files were registered without it).
+    pub metadata_refused: u64,
     /// Times the batch was run again after a deadlock or serialization failure.
     pub retries: u64,
 }
@@ -209,7 +215,7 @@ impl Catalog {
         deletions: &[Deletion],
     ) -> Result<BatchOutcome, CatalogError> {
         let agent = self.agent.clone();
-        let transaction = self.client.inner_mut().transaction().await?;
+        let mut transaction = self.client.inner_mut().transaction().await?;
         if crate::hooks::inject_deadlock(root) {
             transaction.batch_execute(INJECTED_DEADLOCK).await?;
         }
@@ -247,6 +253,16 @@ impl Catalog {
             let marked: Vec<String> = row.get(2);
             if !marked.is_empty() {
                 transaction.execute(UNMARK_CONTENTS, &[&marked]).await?;
+            }
+            let mut described = registrations
+                .iter()
+                .filter_map(|r| Some((r.sha256.as_str(), r.metadata.as_deref()?)))
+                .peekable();
+            if described.peek().is_some() {
+                match super::metadata::write(&mut transaction, described, false).await? {
+                    Ok(written) => outcome.metadata_written = written,
+                    Err(_) => outcome.metadata_refused = 1,
+                }
             }
             let columns = RegistrationColumns::from(registrations);
             let row = transaction

@@ -109,6 +109,10 @@ impl Handler<Reconfigure> for Coordinator {
         knobs.set_concurrency(new.upload.concurrency);
         knobs.limiter.set_limit(new.bandwidth_limit);
         knobs.set_window(new.upload_window.clone());
+        let hashing = &self.wiring.observed.hashing;
+        hashing
+            .metadata
+            .store(new.hash_metadata, std::sync::atomic::Ordering::Relaxed);
         let actions = setting::plan(&changed, new.role, (old.hash_workers, new.hash_workers));
         for change in &actions {
             match (&change.action, change.actor.as_str()) {

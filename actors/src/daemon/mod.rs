@@ -115,6 +115,8 @@ pub struct DaemonSettings {
     pub schedule: Schedule,
     pub scan_on_start: bool,
     pub hash_workers: usize,
+    /// `hash.metadata`: hashers read content metadata as they hash.
+    pub hash_metadata: bool,
     pub upload: UploadSettings,
     pub bandwidth_limit: u64,
     pub upload_window: Option<UploadWindow>,
@@ -150,6 +152,7 @@ pub(crate) fn test_settings(concurrency: usize, bucket: &str) -> DaemonSettings 
         schedule: crate::daemon::schedule::Schedule::parse("0 3 * * *", "UTC").unwrap(),
         scan_on_start: false,
         hash_workers: 2,
+        hash_metadata: true,
         upload: crate::upload::UploadSettings {
             concurrency,
             ..Default::default()
@@ -204,7 +207,10 @@ impl Observed {
     pub fn new(settings: &DaemonSettings) -> Observed {
         Observed {
             board: HealthBoard::default(),
-            hashing: Arc::default(),
+            hashing: Arc::new(HashCounters {
+                metadata: AtomicBool::new(settings.hash_metadata),
+                ..HashCounters::default()
+            }),
             uploads: Arc::default(),
             scans: Arc::default(),
             progress: Arc::default(),

@@ -34,6 +34,7 @@ pub enum Setting {
     RetentionGrace,
     RetentionSchedule,
     HashWorkers,
+    HashMetadata,
     UploadConcurrency,
     UploadMaxAttempts,
     UploadLease,
@@ -71,6 +72,7 @@ impl Setting {
             Setting::RetentionGrace => "retention.grace",
             Setting::RetentionSchedule => "retention.schedule",
             Setting::HashWorkers => "hash.workers",
+            Setting::HashMetadata => "hash.metadata",
             Setting::UploadConcurrency => "upload.concurrency",
             Setting::UploadMaxAttempts => "upload.max_attempts",
             Setting::UploadLease => "upload.lease",
@@ -125,6 +127,8 @@ impl Setting {
             | Setting::RetentionGrace
             | Setting::RetentionSchedule => &[(Retention, Restart)],
             Setting::HashWorkers => &[(Hashers, Resize)],
+            // Read by each hashing thread at its next file.
+            Setting::HashMetadata => &[(Hashers, Update)],
             // Knobs the uploader reads as it goes.
             Setting::UploadConcurrency | Setting::UploadBandwidthLimit | Setting::UploadWindow => &[(Uploader, Update)],
             // Read when the uploader starts.
@@ -197,6 +201,7 @@ pub fn changes(old: &DaemonSettings, new: &DaemonSettings) -> Vec<Setting> {
         expression(&old.gc_schedule) != expression(&new.gc_schedule),
     );
     check(Setting::HashWorkers, old.hash_workers != new.hash_workers);
+    check(Setting::HashMetadata, old.hash_metadata != new.hash_metadata);
     check(
         Setting::UploadConcurrency,
         old.upload.concurrency != new.upload.concurrency,

@@ -1,6 +1,7 @@
 //! Streaming SHA-256 of one file, with a stat before and after, so that a file that changes
 //! while it is read is reported as unstable instead of being registered with a wrong hash.
 
+use crate::metadata::{ContentMetadata, Source, HEAD_BYTES};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Read;
@@ -31,6 +32,8 @@ pub struct Hashed {
     pub sha256: String,
     /// The stat that held before and after the read: the one to register.
     pub stat: FileStat,
+    /// What the bytes are, read during the same read (when asked for).
+    pub metadata: Option<Box<ContentMetadata>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,18 @@ pub fn hash_file_observed(
     after_first_read: &mut dyn FnMut(),
     read: &AtomicU64,
 ) -> Result<Hashed, HashError> {
+    hash_file_with(path, after_first_read, read, false)
+}
+
+/// `hash_file_observed`, and with `metadata` the content's metadata too: the head of the
+/// file is kept as it is read for the hash, and the extractors look at it (and, bounded, at
+/// the open file) before the stat that proves the file did not change.
+pub fn hash_file_with(
+    path: &Path,
+    after_first_read: &mut dyn FnMut(),
+    read: &AtomicU64,
+    metadata: bool,
+) -> Result<Hashed, HashError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -69,11 +84,20 @@ pub fn hash_file_observed(
         return Err(HashError::NotRegular);
     }
     advise_sequential(&file);
+    let mut head = Vec::new();
+    let keep = metadata.then_some(&mut head);
     let (sha256, bytes_read) = if before.len() >= OVERLAP_THRESHOLD {
-        digest_overlapped(&file, after_first_read, read)?
+        digest_overlapped(&file, after_first_read, read, keep)?
     } else {
-        digest_observed(&file, after_first_read, read)?
+        digest_observed(&file, after_first_read, read, keep)?
     };
+    let metadata = metadata.then(|| {
+        Box::new(crate::metadata::extract(&Source {
+            head: &head,
+            size: bytes_read,
+            file: &file,
+        }))
+    });
     let after_fd = FileStat::from_metadata(&file.metadata()?);
     let after_path = match std::fs::symlink_metadata(path) {
         Ok(metadata) => FileStat::from_metadata(&metadata),
@@ -84,18 +108,31 @@ pub fn hash_file_observed(
     if before != after_fd || before != after_path || bytes_read != before.size {
         return Err(HashError::Changed);
     }
-    Ok(Hashed { sha256, stat: before })
+    Ok(Hashed {
+        sha256,
+        stat: before,
+        metadata,
+    })
 }
 
 /// SHA-256 of everything readable from `reader`, and how many bytes that was.
 pub fn digest(reader: impl Read) -> std::io::Result<(String, u64)> {
-    digest_observed(reader, &mut || {}, &AtomicU64::new(0))
+    digest_observed(reader, &mut || {}, &AtomicU64::new(0), None)
+}
+
+/// Copy the start of the bytes into `head`, up to HEAD_BYTES.
+fn keep_head(head: &mut Option<&mut Vec<u8>>, bytes: &[u8]) {
+    if let Some(head) = head {
+        let room = HEAD_BYTES.saturating_sub(head.len());
+        head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
 }
 
 fn digest_observed(
     mut reader: impl Read,
     after_first_read: &mut dyn FnMut(),
     progress: &AtomicU64,
+    mut head: Option<&mut Vec<u8>>,
 ) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; READ_BUFFER];
@@ -108,6 +145,7 @@ fn digest_observed(
             Err(error) => return Err(error),
         };
         hasher.update(&buffer[..read]);
+        keep_head(&mut head, &buffer[..read]);
         if total == 0 {
             after_first_read();
         }
@@ -123,6 +161,7 @@ fn digest_overlapped(
     file: &File,
     after_first_read: &mut dyn FnMut(),
     progress: &AtomicU64,
+    mut head: Option<&mut Vec<u8>>,
 ) -> std::io::Result<(String, u64)> {
     let (full_sender, full) = crossbeam_channel::bounded::<std::io::Result<(Vec<u8>, usize)>>(OVERLAP_BUFFERS);
     let (empty_sender, empty) = crossbeam_channel::bounded::<Vec<u8>>(OVERLAP_BUFFERS);
@@ -138,6 +177,7 @@ fn digest_overlapped(
         for message in full.iter() {
             let (buffer, read) = message?;
             hasher.update(&buffer[..read]);
+            keep_head(&mut head, &buffer[..read]);
             if total == 0 {
                 after_first_read();
             }

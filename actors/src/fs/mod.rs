@@ -6,6 +6,6 @@ pub mod ignore;
 pub mod poll;
 pub mod walk;
 
-pub use hash::{hash_file, hash_file_observed, FileStat, HashError, Hashed};
+pub use hash::{hash_file, hash_file_observed, hash_file_with, FileStat, HashError, Hashed};
 pub use ignore::IgnoreMatcher;
 pub use walk::{walk_root, WalkEntry, WalkOutcome};

@@ -62,6 +62,10 @@ pub struct RootCounts {
     pub protected: u64,
     /// Catalog batches that met a deadlock or serialization failure and were run again.
     pub retried_batches: u64,
+    /// Contents whose metadata was written (`metadata.extract`).
+    pub metadata_written: u64,
+    /// Batches whose metadata PostgreSQL refused; their files were registered without it.
+    pub metadata_refused: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]

@@ -88,8 +88,14 @@ pub fn plan(walked: Vec<WalkEntry>, catalog: Vec<CatalogFile>, unreadable_dirs: 
                 // stays in `vanished` and is soft-deleted.
                 let sha256 = plan.vanished[&id].sha256.clone();
                 let storage_key = crate::key::storage_key(&sha256, &entry.relative);
-                plan.carried
-                    .push(make_registration(path, encoding, &entry.stat, sha256, storage_key));
+                plan.carried.push(make_registration(
+                    path,
+                    encoding,
+                    &entry.stat,
+                    sha256,
+                    storage_key,
+                    None,
+                ));
             }
             (None, existing) => plan.to_hash.push(HashJob {
                 relative: entry.relative,
@@ -133,6 +139,7 @@ pub fn make_registration(
     stat: &FileStat,
     sha256: String,
     storage_key: String,
+    metadata: Option<Box<crate::metadata::ContentMetadata>>,
 ) -> Registration {
     Registration {
         path,
@@ -143,6 +150,7 @@ pub fn make_registration(
         device: stat.device,
         sha256,
         storage_key,
+        metadata,
     }
 }
 

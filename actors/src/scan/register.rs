@@ -55,6 +55,8 @@ fn add_outcome(counts: &mut RootCounts, outcome: &BatchOutcome) {
     counts.moved += outcome.moved;
     counts.deleted += outcome.deleted;
     counts.retried_batches += outcome.retries;
+    counts.metadata_written += outcome.metadata_written;
+    counts.metadata_refused += outcome.metadata_refused;
 }
 
 pub(super) async fn apply<S: ScanSink>(
@@ -218,5 +220,6 @@ fn on_hashed(
         &hashed.stat,
         hashed.sha256,
         key,
+        hashed.metadata,
     ));
 }

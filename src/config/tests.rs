@@ -368,7 +368,7 @@ mod properties {
         fn a_bad_value_is_reported_under_its_key(
             key in prop::sample::select(vec![
                 ("upload", "concurrency"), ("upload", "max_attempts"), ("upload", "bandwidth_limit"),
-                ("upload", "window"), ("scan", "schedule"), ("scan", "timezone"), ("hash", "workers"),
+                ("upload", "window"), ("scan", "schedule"), ("scan", "timezone"), ("hash", "workers"), ("hash", "metadata"),
                 ("watch", "poll_interval"), ("watch", "mode"), ("log", "level"), ("http", "listen"),
                 ("retention", "deleted_for"), ("retention", "grace"), ("retention", "schedule"),
                 ("retention", "keep_versions"), ("daemon", "stall_timeout"),

@@ -77,6 +77,9 @@ enum Command {
         #[arg(long)]
         stats: bool,
     },
+    /// Read a password from standard input (one line) and print its Argon2 hash, for
+    /// `http.password_hash`. Needs no configuration.
+    HashPassword,
     /// Ask the running daemon's /healthz; exit 0 when it is healthy (the container's
     /// HEALTHCHECK).
     Health,
@@ -107,6 +110,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Hash { files, stats } = &cli.command {
         return report(commands::hash(files, *stats));
+    }
+    if let Command::HashPassword = &cli.command {
+        return report(commands::hash_password());
     }
     let config = match config::load(&cli.config) {
         Ok(config) => config,
@@ -150,7 +156,12 @@ fn main() -> ExitCode {
             Command::Gc(args) => commands::gc::run(&config, args).await,
             Command::Catalog { action } => commands::catalog::run(&config, action).await,
             Command::Metadata { action } => commands::metadata::run(&config, action).await,
-            Command::Config { .. } | Command::Hash { .. } | Command::Run(_) | Command::Scan(_) | Command::Health => {
+            Command::Config { .. }
+            | Command::Hash { .. }
+            | Command::HashPassword
+            | Command::Run(_)
+            | Command::Scan(_)
+            | Command::Health => {
                 unreachable!("handled above")
             }
         }

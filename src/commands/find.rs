@@ -69,6 +69,7 @@ pub async fn run(config: &Config, args: &FindArgs) -> anyhow::Result<ExitCode> {
         deleted: args.deleted,
         changed_since,
         limit: args.limit + 1,
+        ..FindQuery::default()
     };
     let catalog = app::open_catalog(config).await?;
     let mut found = catalog.find(&query).await?;

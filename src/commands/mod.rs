@@ -99,6 +99,21 @@ fn store_notes(config: &Config) -> Vec<String> {
     }
 }
 
+/// `filemetasync hash-password`: one line from standard input (a terminal, a pipe or a
+/// Docker secret file) as an Argon2id hash for `http.password_hash`.
+pub fn hash_password() -> anyhow::Result<ExitCode> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < 8 {
+        eprintln!("filemetasync: the password is shorter than 8 characters; choose a longer one");
+        return Ok(ExitCode::from(2));
+    }
+    let hash = fms_actors::daemon::page::hash_password(password).map_err(anyhow::Error::msg)?;
+    println!("{hash}");
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `filemetasync hash FILE...`: `sha256  path` lines, as sha256sum prints them.
 pub fn hash(files: &[std::path::PathBuf], stats: bool) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();

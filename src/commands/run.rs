@@ -94,6 +94,19 @@ pub fn daemon_settings(config: &Config, role: Role) -> DaemonSettings {
         bandwidth_limit: config.upload.bandwidth_limit,
         upload_window: config.upload.window.clone(),
         http_listen: Some(config.http.listen),
+        page: config
+            .http
+            .login
+            .as_ref()
+            .map(|login| fms_actors::daemon::page::PageAccess {
+                login: match login {
+                    crate::config::PageLogin::Password(password) => {
+                        fms_actors::daemon::page::Login::Password(password.clone())
+                    }
+                    crate::config::PageLogin::PasswordHash(hash) => fms_actors::daemon::page::Login::Hash(hash.clone()),
+                },
+                session_idle: config.http.session_idle,
+            }),
         watch: WatchSettings {
             mode: match config.watch.mode {
                 crate::config::WatchMode::Poll => WatchMode::Poll,

@@ -220,6 +220,21 @@ pub struct LogConfig {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Who may open the operator's page; None: the page is off (`/healthz` and `/metrics`
+    /// are served either way).
+    pub login: Option<PageLogin>,
+    /// A page session ends after this long without a request.
+    #[serde(with = "humantime_serde_compat")]
+    pub session_idle: Duration,
+}
+
+/// The operator's page password: given as is, or as an Argon2 hash from
+/// `filemetasync hash-password` (so that the configuration never holds it in clear).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum PageLogin {
+    Password(#[serde(serialize_with = "redact")] String),
+    PasswordHash(#[serde(serialize_with = "redact")] String),
 }
 
 /// The daemon's supervision.
@@ -588,8 +603,41 @@ fn read_http(section: &mut Section) -> HttpConfig {
         );
         defaults::HTTP_LISTEN.parse().expect("the default address")
     });
-    HttpConfig { listen }
+    let login = match (section.secret("password"), section.secret("password_hash")) {
+        (Some(_), Some(_)) => {
+            section.problem(
+                "password",
+                "give either password or password_hash (or their _file forms), not both",
+            );
+            None
+        }
+        (Some(password), None) if password.chars().count() < MIN_PAGE_PASSWORD => {
+            section.problem(
+                "password",
+                format!("is shorter than {MIN_PAGE_PASSWORD} characters; choose a longer one"),
+            );
+            None
+        }
+        (Some(password), None) => Some(PageLogin::Password(password)),
+        (None, Some(hash)) => match fms_actors::daemon::page::check_password_hash(&hash) {
+            Ok(()) => Some(PageLogin::PasswordHash(hash)),
+            Err(problem) => {
+                section.problem("password_hash", problem);
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    let session_idle = section.duration("session_idle").unwrap_or(defaults::SESSION_IDLE);
+    HttpConfig {
+        listen,
+        login,
+        session_idle,
+    }
 }
+
+/// The operator's page refuses shorter passwords.
+const MIN_PAGE_PASSWORD: usize = 8;
 
 fn read_log(section: &mut Section) -> LogConfig {
     let format = match section.string("format").as_deref() {
@@ -807,6 +855,8 @@ pub mod defaults {
     pub const RETENTION_SCHEDULE: &str = "15 5 * * *";
     pub const RETENTION_GRACE: Duration = Duration::from_secs(24 * 3600);
     pub const HTTP_LISTEN: &str = "0.0.0.0:9187";
+    /// A page session ends after this long without a request.
+    pub const SESSION_IDLE: Duration = Duration::from_secs(8 * 3600);
 }
 
 /// Durations shown as "2s", "15m".

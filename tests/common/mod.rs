@@ -120,6 +120,29 @@ impl Database {
             row(&counted),
             "catalog_counts (live, deleted, contents, bytes, uploaded, uploaded bytes, pending, failed) == count(*)"
         );
+        // Per root (root_counts, for the operator's page): live files and their bytes.
+        let per_root = |sql: &'static str| async move {
+            self.client
+                .query(sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)))
+                .filter(|(_, files, bytes)| *files != 0 || *bytes != 0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            per_root(
+                "SELECT root, sum(live_files)::int8, sum(live_bytes)::int8 FROM root_counts GROUP BY root ORDER BY root"
+            )
+            .await,
+            per_root(
+                "SELECT root, count(*), coalesce(sum(size), 0)::int8 FROM files WHERE deleted_at IS NULL
+                  GROUP BY root ORDER BY root"
+            )
+            .await,
+            "root_counts (root, live files, live bytes) == count(*), sum(size)"
+        );
     }
 
     /// Every queue row with its state, for a failure message.
@@ -432,6 +455,12 @@ impl Garage {
             &key_id,
         ]);
         (key_id, secret)
+    }
+
+    /// Let the test's key write the bucket, or only read it (writes answer 403 AccessDenied).
+    pub fn set_writes(&self, allowed: bool) {
+        let verb = if allowed { "allow" } else { "deny" };
+        self.cli(&["bucket", verb, "--write", &self.bucket, "--key", &self.key_id]);
     }
 
     /// Revoke a key: requests signed with it fail from now on.

@@ -140,6 +140,9 @@ pub struct FindQuery {
     pub name_regex: Option<String>,
     pub sha256: Option<String>,
     pub project: Option<String>,
+    pub building: Option<String>,
+    /// A DIN 276 cost group (300, 340, ...).
+    pub cost_group: Option<i32>,
     /// Deleted files instead of live ones.
     pub deleted: bool,
     /// RFC 3339: changed (registered, modified, moved or deleted) at or after.
@@ -186,6 +189,8 @@ impl Catalog {
                     AND ($4::text IS NULL OR p.code = $4)
                     AND (f.deleted_at IS NOT NULL) = $5
                     AND ($6::text IS NULL OR f.updated_at >= $6::text::timestamptz)
+                    AND ($8::text IS NULL OR b.name = $8)
+                    AND ($9::int4 IS NULL OR l.cost_group = $9)
                   ORDER BY f.root, f.path
                   LIMIT $7",
                 &[
@@ -196,6 +201,8 @@ impl Catalog {
                     &query.deleted,
                     &query.changed_since,
                     &query.limit,
+                    &query.building,
+                    &query.cost_group,
                 ],
             )
             .await?;

@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "content_metadata",
         include_str!("../../../migrations/0010_content_metadata.sql"),
     ),
+    (
+        11,
+        "root_counts",
+        include_str!("../../../migrations/0011_root_counts.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).
@@ -63,6 +68,7 @@ const OUR_TABLES: &[&str] = &[
     "store_checks",
     "catalog_counts",
     "content_metadata",
+    "root_counts",
 ];
 
 /// Apply every migration not yet applied, in `schema` (created if missing) or the

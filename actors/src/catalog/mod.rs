@@ -8,6 +8,7 @@ pub mod export;
 pub mod history;
 pub mod metadata;
 pub mod migrate;
+pub mod page;
 mod queue;
 mod register;
 pub mod retention;

@@ -6,7 +6,8 @@
 //! * `heartbeat` pings the catalog every second (that is the catalog's state for `/healthz`)
 //!   and writes the process's heartbeat, with every actor's state, into `agent_processes`
 //!   every few seconds, which is what `filemetasync status` shows;
-//! * `metrics` answers scrapes, with the catalog's running totals, on its own connection.
+//! * `metrics` answers scrapes, with the catalog's running totals, on its own connection;
+//! * with `http.password` set, `page-1` and `page-2` answer the operator's page ([`super::page`]).
 
 use super::supervisor::{ActorHealth, ActorState};
 use super::Observed;
@@ -27,6 +28,8 @@ pub struct HttpSettings {
     pub database: Target,
     pub agent: String,
     pub role: &'static str,
+    /// The operator's page; None: off.
+    pub page: Option<super::page::PageSettings>,
 }
 
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -57,7 +60,12 @@ pub fn spawn(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let server = tiny_http::Server::http(settings.listen)
         .map_err(|error| std::io::Error::other(format!("cannot listen on {}: {error}", settings.listen)))?;
-    info!(log, "http listening"; "address" => settings.listen.to_string(), "paths" => "/healthz /metrics");
+    let page = settings
+        .page
+        .clone()
+        .map(|page| Arc::new(super::page::Page::new(page, observed.clone())));
+    info!(log, "http listening"; "address" => settings.listen.to_string(), "paths" => "/healthz /metrics",
+        "page" => if page.is_some() { "on (login required)" } else { "off (no http.password)" });
     let settings = Arc::new(settings);
     let catalog_state: SharedCatalogState = Arc::new(std::sync::Mutex::new(CatalogState {
         checked_at: Instant::now(),
@@ -69,10 +77,27 @@ pub fn spawn(
         catalog: None,
         log: log.new(slog::o!("thread" => name.to_owned())),
     };
+    let history = page.as_ref().map(|page| page.history.clone());
     let heartbeat = spawn_with_runtime("heartbeat", endpoint("heartbeat"), {
         let (stop, catalog_state) = (stop.clone(), catalog_state.clone());
-        move |endpoint, runtime| heartbeat_loop(endpoint, runtime, &stop, &catalog_state)
+        move |endpoint, runtime| heartbeat_loop(endpoint, runtime, &stop, &catalog_state, history)
     })?;
+    let mut page_workers = Vec::new();
+    let pages = match page {
+        None => None,
+        Some(page) => {
+            let (pages, page_queue) = crossbeam_channel::bounded::<tiny_http::Request>(super::page::QUEUED);
+            for n in 1..=super::page::WORKERS {
+                let (page, queue) = (page.clone(), page_queue.clone());
+                page_workers.push(spawn_with_runtime(
+                    &format!("page-{n}"),
+                    endpoint("page"),
+                    move |endpoint, runtime| super::page::serve(page, endpoint, runtime, queue),
+                )?);
+            }
+            Some(pages)
+        }
+    };
     let (scrapes, scrape_queue) = crossbeam_channel::bounded::<tiny_http::Request>(SCRAPES_QUEUED);
     let metrics = spawn_with_runtime("metrics", endpoint("metrics"), move |mut endpoint, runtime| {
         for request in scrape_queue {
@@ -83,12 +108,16 @@ pub fn spawn(
     std::thread::Builder::new().name("http".into()).spawn(move || {
         while !stop.load(Ordering::SeqCst) {
             match server.recv_timeout(Duration::from_millis(250)) {
-                Ok(Some(request)) => route(request, &observed, &catalog_state, &scrapes),
+                Ok(Some(request)) => route(request, &observed, &catalog_state, &scrapes, pages.as_ref()),
                 Ok(None) => {}
                 Err(error) => warn!(log, "http accept failed"; "error" => error.to_string()),
             }
         }
         drop(scrapes);
+        drop(pages);
+        for worker in page_workers {
+            let _ = worker.join();
+        }
         let _ = metrics.join();
         let _ = heartbeat.join();
     })
@@ -113,7 +142,9 @@ fn heartbeat_loop(
     runtime: &tokio::runtime::Runtime,
     stop: &AtomicBool,
     state: &SharedCatalogState,
+    history: Option<Arc<super::page::RateHistory>>,
 ) {
+    let mut last_sample: Option<Instant> = None;
     // The first heartbeat once the actors have had a moment to report in.
     let mut last_heartbeat = Instant::now().checked_sub(HEARTBEAT_INTERVAL - Duration::from_secs(1));
     while !stop.load(Ordering::SeqCst) {
@@ -128,6 +159,19 @@ fn heartbeat_loop(
             runtime.block_on(endpoint.heartbeat(false));
             last_heartbeat = Some(Instant::now());
         }
+        if let Some(history) = &history {
+            if last_sample.is_none_or(|at| at.elapsed() >= super::page::SAMPLE_EVERY) {
+                let pending = runtime
+                    .block_on(endpoint.ask(async |catalog| catalog.queue_counts().await))
+                    .ok()
+                    .map(|queue| queue.pending);
+                history.record(
+                    endpoint.observed.uploads.uploaded_bytes.load(Ordering::Relaxed),
+                    pending,
+                );
+                last_sample = Some(Instant::now());
+            }
+        }
         let next = Instant::now() + PING_INTERVAL;
         while !stop.load(Ordering::SeqCst) && Instant::now() < next {
             std::thread::sleep(Duration::from_millis(50));
@@ -141,6 +185,7 @@ fn route(
     observed: &Observed,
     state: &SharedCatalogState,
     scrapes: &crossbeam_channel::Sender<tiny_http::Request>,
+    pages: Option<&crossbeam_channel::Sender<tiny_http::Request>>,
 ) {
     let path = request.url().split('?').next().unwrap_or("").to_owned();
     match path.as_str() {
@@ -161,16 +206,32 @@ fn route(
                 );
             }
         }
-        _ => respond(
-            request,
-            404,
-            "text/plain",
-            "not found: try /healthz or /metrics\n".into(),
-        ),
+        _ => match pages {
+            Some(pages) => {
+                if let Err(
+                    crossbeam_channel::TrySendError::Full(request)
+                    | crossbeam_channel::TrySendError::Disconnected(request),
+                ) = pages.try_send(request)
+                {
+                    respond(
+                        request,
+                        503,
+                        "text/plain",
+                        "busy: the page is answering other requests; try again in a moment\n".into(),
+                    );
+                }
+            }
+            None => respond(
+                request,
+                404,
+                "text/plain",
+                "not found: try /healthz or /metrics (the operator's page is off: set http.password)\n".into(),
+            ),
+        },
     }
 }
 
-fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: String) {
+pub(super) fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: String) {
     let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("static header is valid");
     let response = tiny_http::Response::from_string(body)
         .with_status_code(status)
@@ -178,7 +239,7 @@ fn respond(request: tiny_http::Request, status: u16, content_type: &str, body: S
     let _ = request.respond(response);
 }
 
-fn board_actors(observed: &Observed) -> Vec<ActorHealth> {
+pub(super) fn board_actors(observed: &Observed) -> Vec<ActorHealth> {
     let board = observed.board.lock().unwrap_or_else(|e| e.into_inner());
     board.values().cloned().collect()
 }
@@ -224,11 +285,11 @@ fn health(observed: &Observed, state: &SharedCatalogState) -> (u16, String) {
     }
 }
 
-struct Endpoint {
+pub(super) struct Endpoint {
     settings: Arc<HttpSettings>,
     observed: Observed,
     catalog: Option<Catalog>,
-    log: Logger,
+    pub(super) log: Logger,
 }
 
 impl Endpoint {
@@ -247,7 +308,7 @@ impl Endpoint {
 
     /// Run `query` on the catalog with a timeout; a failure drops the connection, so the
     /// next use reconnects.
-    async fn ask<T>(
+    pub(super) async fn ask<T>(
         &mut self,
         query: impl AsyncFnOnce(&Catalog) -> Result<T, crate::catalog::CatalogError>,
     ) -> Result<T, String> {

@@ -24,6 +24,7 @@ mod hasher;
 pub mod http;
 mod idle;
 mod once;
+pub mod page;
 mod registrar;
 pub mod scanner;
 pub mod schedule;
@@ -121,6 +122,8 @@ pub struct DaemonSettings {
     pub bandwidth_limit: u64,
     pub upload_window: Option<UploadWindow>,
     pub http_listen: Option<SocketAddr>,
+    /// The operator's page on `http_listen`; None: off.
+    pub page: Option<page::PageAccess>,
     pub watch: WatchSettings,
     /// `catalog.export_schedule` (None: "off") and `catalog.export_keep`.
     pub export_schedule: Option<Schedule>,
@@ -160,6 +163,7 @@ pub(crate) fn test_settings(concurrency: usize, bucket: &str) -> DaemonSettings 
         bandwidth_limit: 0,
         upload_window: None,
         http_listen: None,
+        page: None,
         watch: WatchSettings {
             mode: WatchMode::Poll,
             poll_interval: std::time::Duration::from_secs(5),
@@ -245,6 +249,11 @@ pub fn run(
                 database: settings.database.clone(),
                 agent: settings.agent.clone(),
                 role: settings.role.as_str(),
+                page: settings.page.clone().map(|access| page::PageSettings {
+                    access,
+                    store: settings.store.clone(),
+                    roots: settings.roots.clone(),
+                }),
             },
             observed.clone(),
             http_stop.clone(),

@@ -41,6 +41,7 @@ pub enum Setting {
     UploadBandwidthLimit,
     UploadWindow,
     HttpListen,
+    HttpPage,
     StallTimeout,
 }
 
@@ -79,6 +80,7 @@ impl Setting {
             Setting::UploadBandwidthLimit => "upload.bandwidth_limit",
             Setting::UploadWindow => "upload.window",
             Setting::HttpListen => "http.listen",
+            Setting::HttpPage => "http.password",
             Setting::StallTimeout => "daemon.stall_timeout",
         }
     }
@@ -89,7 +91,8 @@ impl Setting {
         use Effect::*;
         match self {
             // The agent's name is in every lease and event, the address is bound once.
-            Setting::Agent | Setting::HttpListen => &[(Process, NeedsProcessRestart)],
+            // The page's sessions and its password are set up with the address.
+            Setting::Agent | Setting::HttpListen | Setting::HttpPage => &[(Process, NeedsProcessRestart)],
             // A new connection for every actor that holds one.
             Setting::DatabaseUrl
             | Setting::DatabaseCaFile
@@ -218,6 +221,7 @@ pub fn changes(old: &DaemonSettings, new: &DaemonSettings) -> Vec<Setting> {
     let range = |settings: &DaemonSettings| settings.upload_window.as_ref().map(|window| window.range());
     check(Setting::UploadWindow, range(old) != range(new));
     check(Setting::HttpListen, old.http_listen != new.http_listen);
+    check(Setting::HttpPage, old.page != new.page);
     check(Setting::StallTimeout, old.stall_timeout != new.stall_timeout);
     changed
 }

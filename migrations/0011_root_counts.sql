@@ -72,3 +72,25 @@ BEGIN
     EXECUTE format('GRANT USAGE ON ALL SEQUENCES IN SCHEMA %I TO %I', current_schema(), runtime_role);
 END
 $$;
+
+-- The page searches files by a part of their name in any case (`name ~* pattern`): a trigram
+-- index on the file name answers that in milliseconds at millions of files, where a scan
+-- takes a second. pg_trgm ships with PostgreSQL (contrib) and is a trusted extension; where
+-- it cannot be created, the catalog works the same and name searches read every row.
+DO $$
+DECLARE
+    trgm_schema text;
+BEGIN
+    BEGIN
+        CREATE EXTENSION IF NOT EXISTS pg_trgm;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE NOTICE 'pg_trgm is not available (%): searches by file name read every row', SQLERRM;
+    END;
+    SELECT n.nspname INTO trgm_schema
+      FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'pg_trgm';
+    IF trgm_schema IS NOT NULL THEN
+        EXECUTE format('CREATE INDEX files_name_trgm ON files USING gin ((substring(path from %L)) %I.gin_trgm_ops)',
+                       '[^/]*$', trgm_schema);
+    END IF;
+END $$;

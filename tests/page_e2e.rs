@@ -109,6 +109,8 @@ struct Setup {
     tree: tempfile::TempDir,
     manifest: Vec<ManifestEntry>,
     daemon: Daemon,
+    /// `http.restore_folder`.
+    restored: tempfile::TempDir,
 }
 
 /// A daemon whose uploads all failed (writes denied, one attempt each), page on.
@@ -118,13 +120,15 @@ async fn setup(name: &str, files: usize) -> Setup {
     let tree = tempfile::tempdir().unwrap();
     let manifest = make_corpus(tree.path(), files, &[]);
     let (http, port) = http_section();
+    let restored = tempfile::tempdir().unwrap();
     let fms = Fms::new(
         &database,
         &format!("{}integrity = \"server\"\n", garage.storage_toml()),
         &[("docs", tree.path())],
         &format!(
-            "{http}password = \"{PASSWORD}\"\n[scan]\non_start = true\n[upload]\nmax_attempts = 1\n\
-             [watch]\nmode = \"poll\"\npoll_interval = \"1h\"\n"
+            "{http}password = \"{PASSWORD}\"\nrestore_folder = \"{}\"\n[scan]\non_start = true\n[upload]\nmax_attempts = 1\n\
+             [watch]\nmode = \"poll\"\npoll_interval = \"1h\"\n",
+            restored.path().display()
         ),
     );
     fms.migrate();
@@ -156,6 +160,7 @@ async fn setup(name: &str, files: usize) -> Setup {
         tree,
         manifest,
         daemon,
+        restored,
     }
 }
 
@@ -551,6 +556,46 @@ async fn an_operator_logs_in_retries_searches_and_downloads_in_a_real_browser() 
     let got = hex::encode(Sha256::digest(std::fs::read(&target).unwrap()));
     assert_eq!(&got, sha256, "the downloaded version's hash");
 
+    // Restore the version into http.restore_folder: checked, put in place, never over a file.
+    find(&client, Locator::Css("button.restore"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let message = find(&client, Locator::Id("message"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let restored = setup.restored.path().join("docs").join(path);
+    assert!(message.starts_with("Restored to"), "{message}");
+    let got = hex::encode(Sha256::digest(std::fs::read(&restored).unwrap()));
+    assert_eq!(&got, sha256, "the restored version's hash");
+    screenshot(&client, "6-restored").await;
+    std::fs::write(&restored, "changed since").unwrap();
+    find(&client, Locator::Css("button.restore"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The page before the click has a message too: wait for the new one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let message = match client.find(Locator::Id("message")).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if message.contains("already exists") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refusal to overwrite: {message}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(std::fs::read_to_string(&restored).unwrap(), "changed since");
+
     // The activity list, filtered by kind.
     client.goto(&format!("{base}/activity?kind=created")).await.unwrap();
     let events = find(&client, Locator::Id("events"))
@@ -561,7 +606,7 @@ async fn an_operator_logs_in_retries_searches_and_downloads_in_a_real_browser() 
         .unwrap();
     assert!(events.contains(path.as_str()), "{events}");
     assert!(!events.contains(" deleted "), "{events}");
-    screenshot(&client, "6-activity").await;
+    screenshot(&client, "7-activity").await;
 
     // Log out: the page asks for the password again.
     client.goto(&format!("{base}/")).await.unwrap();

@@ -106,6 +106,7 @@ pub fn daemon_settings(config: &Config, role: Role) -> DaemonSettings {
                     crate::config::PageLogin::PasswordHash(hash) => fms_actors::daemon::page::Login::Hash(hash.clone()),
                 },
                 session_idle: config.http.session_idle,
+                restore_folder: config.http.restore_folder.clone(),
             }),
         watch: WatchSettings {
             mode: match config.watch.mode {

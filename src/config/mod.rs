@@ -226,6 +226,8 @@ pub struct HttpConfig {
     /// A page session ends after this long without a request.
     #[serde(with = "humantime_serde_compat")]
     pub session_idle: Duration,
+    /// Where the page may restore versions (ROOT/PATH below it); None: it may not.
+    pub restore_folder: Option<PathBuf>,
 }
 
 /// The operator's page password: given as is, or as an Argon2 hash from
@@ -629,10 +631,15 @@ fn read_http(section: &mut Section) -> HttpConfig {
         (None, None) => None,
     };
     let session_idle = section.duration("session_idle").unwrap_or(defaults::SESSION_IDLE);
+    let restore_folder = section.string("restore_folder").map(PathBuf::from);
+    if restore_folder.as_ref().is_some_and(|folder| !folder.is_absolute()) {
+        section.problem("restore_folder", "must be an absolute path such as \"/restore\"");
+    }
     HttpConfig {
         listen,
         login,
         session_idle,
+        restore_folder,
     }
 }
 

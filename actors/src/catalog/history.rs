@@ -138,6 +138,8 @@ pub struct FindQuery {
     pub root: Option<String>,
     /// A POSIX regular expression the file name (the last part of its path) must match.
     pub name_regex: Option<String>,
+    /// Match `name_regex` in any case (the page's search).
+    pub name_ignore_case: bool,
     pub sha256: Option<String>,
     pub project: Option<String>,
     pub building: Option<String>,
@@ -170,10 +172,10 @@ pub struct Found {
 impl Catalog {
     /// The files that match `query`, by root and path, at most `query.limit`.
     pub async fn find(&self, query: &FindQuery) -> Result<Vec<Found>, CatalogError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT f.root, f.path, f.path_encoding, f.size,
+        // The file name's expression is the one the trigram index (migration 11) is built on.
+        let matches = if query.name_ignore_case { "~*" } else { "~" };
+        let sql = format!(
+            "SELECT f.root, f.path, f.path_encoding, f.size,
                         to_char(f.mtime AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), f.sha256,
                         c.uploaded_at IS NOT NULL, p.code, b.name, l.cost_group,
                         to_char(f.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
@@ -184,7 +186,7 @@ impl Catalog {
                    LEFT JOIN projects p ON p.id = l.project_id
                    LEFT JOIN buildings b ON b.id = l.building_id
                   WHERE ($1::text IS NULL OR f.root = $1)
-                    AND ($2::text IS NULL OR substring(f.path from '[^/]*$') ~ $2)
+                    AND ($2::text IS NULL OR substring(f.path from '[^/]*$') {matches} $2)
                     AND ($3::text IS NULL OR f.sha256 = $3)
                     AND ($4::text IS NULL OR p.code = $4)
                     AND (f.deleted_at IS NOT NULL) = $5
@@ -192,7 +194,12 @@ impl Catalog {
                     AND ($8::text IS NULL OR b.name = $8)
                     AND ($9::int4 IS NULL OR l.cost_group = $9)
                   ORDER BY f.root, f.path
-                  LIMIT $7",
+                  LIMIT $7"
+        );
+        let rows = self
+            .client
+            .query(
+                &sql,
                 &[
                     &query.root,
                     &query.name_regex,

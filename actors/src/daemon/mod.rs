@@ -250,6 +250,7 @@ pub fn run(
                 agent: settings.agent.clone(),
                 role: settings.role.as_str(),
                 page: settings.page.clone().map(|access| page::PageSettings {
+                    restore_folder: access.restore_folder.clone(),
                     access,
                     store: settings.store.clone(),
                     roots: settings.roots.clone(),

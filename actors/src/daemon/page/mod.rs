@@ -33,12 +33,15 @@ use tiny_http::{Header, Method, Request, Response};
 pub struct PageAccess {
     pub login: Login,
     pub session_idle: Duration,
+    pub restore_folder: Option<std::path::PathBuf>,
 }
 
 /// What the page needs beyond the HTTP endpoint's settings.
 #[derive(Clone)]
 pub struct PageSettings {
     pub access: PageAccess,
+    /// Where the page may restore versions (`http.restore_folder`); None: it may not.
+    pub restore_folder: Option<std::path::PathBuf>,
     pub store: ObjectStore,
     pub roots: Vec<RootSpec>,
 }
@@ -245,6 +248,7 @@ async fn handle(page: &Page, endpoint: &mut Endpoint, request: &mut Request) -> 
                 Answer::Redirect("/login".into(), vec![session_cookie("", Some(0))])
             }
             "/retry" => retry(endpoint, &form).await,
+            "/restore" => restore(page, endpoint, &form, &csrf).await,
             _ => Answer::Text(404, "no such action\n".into()),
         };
     }
@@ -255,7 +259,7 @@ async fn handle(page: &Page, endpoint: &mut Endpoint, request: &mut Request) -> 
         "/" => Answer::Html(200, overview(page, endpoint, &query, &csrf).await),
         "/activity" => activity(endpoint, &query, &csrf).await,
         "/search" => search(endpoint, &query, &csrf).await,
-        "/file" => file(endpoint, &query, &csrf).await,
+        "/file" => file(page, endpoint, &query, &csrf).await,
         "/download" => download(page, endpoint, &query, &csrf).await,
         _ => Answer::Html(404, views::problem("Not found", "There is no such page.", Some(&csrf))),
     }
@@ -502,15 +506,13 @@ fn catalog_problem(problem: &str, csrf: &str) -> Answer {
     Answer::Html(503, views::problem("The catalog did not answer", problem, Some(csrf)))
 }
 
-/// The search form's name field as a case-insensitive regular expression on file names: a
-/// pattern with `*`, `?` or `[` as a glob, anything else as a part of the name.
+/// The search form's name field as a regular expression on file names (matched in any
+/// case): a pattern with `*`, `?` or `[` as a glob, anything else as a part of the name.
 fn name_pattern(name: &str) -> Result<String, String> {
     if name.contains(['*', '?', '[']) {
-        glob_to_regex(name)
-            .map(|regex| format!("(?i){regex}"))
-            .ok_or_else(|| format!("{name:?} is not a pattern: a [ is not closed"))
+        glob_to_regex(name).ok_or_else(|| format!("{name:?} is not a pattern: a [ is not closed"))
     } else {
-        let mut regex = String::from("(?i)");
+        let mut regex = String::new();
         for c in name.chars() {
             if "\\.^$+(){}|[]*?".contains(c) {
                 regex.push('\\');
@@ -562,6 +564,7 @@ async fn run_search(
     let find = FindQuery {
         root: value(query, "root").map(str::to_owned),
         name_regex: value(query, "name").map(name_pattern).transpose()?,
+        name_ignore_case: true,
         project: value(query, "project").map(str::to_owned),
         building: value(query, "building").map(str::to_owned),
         cost_group,
@@ -572,12 +575,21 @@ async fn run_search(
     endpoint.ask(async |catalog| catalog.find(&find).await).await
 }
 
-async fn file(endpoint: &mut Endpoint, query: &[(String, String)], csrf: &str) -> Answer {
+async fn file(page: &Page, endpoint: &mut Endpoint, query: &[(String, String)], csrf: &str) -> Answer {
     let (Some(root), Some(path)) = (value(query, "root"), value(query, "path")) else {
         return Answer::Html(400, views::problem("Which file?", "Give root and path.", Some(csrf)));
     };
     match endpoint.ask(async |catalog| catalog.history(root, path).await).await {
-        Ok(versions) => Answer::Html(200, views::file(root, path, &versions, csrf)),
+        Ok(versions) => {
+            let view = views::FileView {
+                root,
+                path,
+                versions: &versions,
+                restore_folder: page.settings.restore_folder.as_deref(),
+                message: value(query, "message"),
+            };
+            Answer::Html(200, views::file(&view, csrf))
+        }
         Err(problem) => catalog_problem(&problem, csrf),
     }
 }
@@ -585,64 +597,126 @@ async fn file(endpoint: &mut Endpoint, query: &[(String, String)], csrf: &str) -
 /// How long a download from the store may take, at least (plus a second per 4 MB).
 const DOWNLOAD_BASE: Duration = Duration::from_secs(60);
 
-/// A version, fetched from the store into a temporary file, hashed on the way, and sent only
-/// when its hash is the one the catalog recorded.
-async fn download(page: &Page, endpoint: &mut Endpoint, query: &[(String, String)], csrf: &str) -> Answer {
-    let refuse = |status: u16, message: String| Answer::Html(status, views::problem("Download", &message, Some(csrf)));
-    let sha256 = value(query, "sha256").unwrap_or("").to_ascii_lowercase();
-    if !is_sha256(&sha256) {
-        return refuse(400, "sha256 must be a content hash".into());
+/// A version fetched from the store into a temporary file (in `dir`, else the system's
+/// temporary folder), hashed on the way; Err with the status and the reason unless its hash
+/// and size are the catalog's.
+async fn fetch_checked(
+    page: &Page,
+    endpoint: &mut Endpoint,
+    sha256: &str,
+    dir: Option<&std::path::Path>,
+) -> Result<tempfile::NamedTempFile, (u16, String)> {
+    if !is_sha256(sha256) {
+        return Err((400, "sha256 must be a content hash".into()));
     }
-    let name = value(query, "name").unwrap_or(&sha256).to_owned();
     let location = match endpoint
-        .ask(async |catalog| catalog.content_location(&sha256).await)
+        .ask(async |catalog| catalog.content_location(sha256).await)
         .await
     {
         Ok(Some(location)) => location,
-        Ok(None) => return refuse(404, "The catalog has no such content.".into()),
-        Err(problem) => return catalog_problem(&problem, csrf),
+        Ok(None) => return Err((404, "The catalog has no such content.".into())),
+        Err(problem) => return Err((503, format!("The catalog did not answer: {problem}"))),
     };
     if location.purged {
-        return refuse(410, "Retention removed this version from the store.".into());
+        return Err((410, "Retention removed this version from the store.".into()));
     }
     if !location.stored {
-        return refuse(409, "This version is not stored yet.".into());
+        return Err((409, "This version is not stored yet.".into()));
     }
-    let file = match tempfile::NamedTempFile::new() {
-        Ok(file) => file,
-        Err(error) => return refuse(500, format!("cannot make a temporary file: {error}")),
-    };
+    let file = match dir {
+        Some(dir) => tempfile::Builder::new().prefix(".fms-restore-").tempfile_in(dir),
+        None => tempfile::NamedTempFile::new(),
+    }
+    .map_err(|error| (500, format!("cannot make a temporary file: {error}")))?;
     let limit = DOWNLOAD_BASE + Duration::from_secs(location.size.max(0) as u64 / (4 << 20));
-    let fetched = tokio::time::timeout(limit, page.settings.store.download(&location.storage_key, file.path())).await;
-    match fetched {
-        Err(_) => refuse(
+    let key = &location.storage_key;
+    match tokio::time::timeout(limit, page.settings.store.download(key, file.path())).await {
+        Err(_) => Err((
             504,
-            format!(
-                "The store did not deliver {} within {} s.",
-                location.storage_key,
-                limit.as_secs()
-            ),
-        ),
-        Ok(Err(error)) => refuse(502, format!("The store refused the download: {error}")),
-        Ok(Ok(None)) => refuse(
+            format!("The store did not deliver {key} within {} s.", limit.as_secs()),
+        )),
+        Ok(Err(error)) => Err((502, format!("The store refused the download: {error}"))),
+        Ok(Ok(None)) => Err((
             502,
-            format!(
-                "The store has no object {} although the catalog says it is stored: run `filemetasync verify`.",
-                location.storage_key
-            ),
-        ),
+            format!("The store has no object {key} although the catalog says it is stored: run `filemetasync verify`."),
+        )),
         Ok(Ok(Some((got, size)))) if got != sha256 || size != location.size as u64 => {
-            warn!(endpoint.log, "page download refused: the store's bytes differ"; "key" => &location.storage_key, "sha256" => &got);
-            refuse(
+            warn!(endpoint.log, "page fetch refused: the store's bytes differ"; "key" => key, "sha256" => &got);
+            Err((
                 502,
-                format!("The store's copy of {} does not match its hash (it has {got}): nothing was sent; run `filemetasync verify --deep`.", location.storage_key),
-            )
+                format!("The store's copy of {key} does not match its hash (it has {got}): nothing was used; run `filemetasync verify --deep`."),
+            ))
         }
         Ok(Ok(Some(_))) => {
-            info!(endpoint.log, "page download"; "key" => &location.storage_key, "bytes" => location.size);
-            Answer::File(file, name, sha256)
+            info!(endpoint.log, "page fetch"; "key" => key, "bytes" => location.size);
+            Ok(file)
         }
     }
+}
+
+/// A version, sent only when its hash is the one the catalog recorded.
+async fn download(page: &Page, endpoint: &mut Endpoint, query: &[(String, String)], csrf: &str) -> Answer {
+    let sha256 = value(query, "sha256").unwrap_or("").to_ascii_lowercase();
+    let name = value(query, "name").unwrap_or(&sha256).to_owned();
+    match fetch_checked(page, endpoint, &sha256, None).await {
+        Ok(file) => Answer::File(file, name, sha256),
+        Err((status, message)) => Answer::Html(status, views::problem("Download", &message, Some(csrf))),
+    }
+}
+
+/// Where `path` of `root` goes under the restore folder, or why it may not: every part a
+/// plain name (no `..`, nothing absolute).
+fn restore_target(folder: &std::path::Path, root: &str, path: &str) -> Result<std::path::PathBuf, String> {
+    use std::path::Component;
+    let relative = std::path::Path::new(root).join(path);
+    if relative.components().any(|part| !matches!(part, Component::Normal(_))) {
+        return Err(format!("{root}/{path} is not a path inside a root"));
+    }
+    Ok(folder.join(relative))
+}
+
+/// A version written into `http.restore_folder`/ROOT/PATH, checked before it is put in
+/// place, never over an existing file.
+async fn restore(page: &Page, endpoint: &mut Endpoint, form: &[(String, String)], csrf: &str) -> Answer {
+    let refuse = |status: u16, message: String| Answer::Html(status, views::problem("Restore", &message, Some(csrf)));
+    let Some(folder) = page.settings.restore_folder.clone() else {
+        return refuse(404, "Restoring from the page is off: set http.restore_folder.".into());
+    };
+    let (Some(root), Some(path), Some(sha256)) = (value(form, "root"), value(form, "path"), value(form, "sha256"))
+    else {
+        return refuse(400, "Give root, path and sha256.".into());
+    };
+    let target = match restore_target(&folder, root, path) {
+        Ok(target) => target,
+        Err(problem) => return refuse(400, problem),
+    };
+    let parent = target.parent().unwrap_or(&folder).to_path_buf();
+    if let Err(error) = std::fs::create_dir_all(&parent) {
+        return refuse(500, format!("cannot make the folder {}: {error}", parent.display()));
+    }
+    let file = match fetch_checked(page, endpoint, &sha256.to_ascii_lowercase(), Some(&parent)).await {
+        Ok(file) => file,
+        Err((status, message)) => return refuse(status, message),
+    };
+    let message = match file.persist_noclobber(&target) {
+        Ok(_) => {
+            info!(endpoint.log, "page restore"; "root" => root, "path" => path, "to" => target.display().to_string());
+            format!("Restored to {}.", target.display())
+        }
+        Err(error) if error.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            format!(
+                "{} already exists: nothing was written; move it away first.",
+                target.display()
+            )
+        }
+        Err(error) => return refuse(500, format!("cannot write {}: {}", target.display(), error.error)),
+    };
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("root", root)
+        .append_pair("path", path)
+        .append_pair("message", &message)
+        .finish();
+    Answer::Redirect(format!("/file?{query}"), Vec::new())
 }
 
 #[cfg(test)]
@@ -651,9 +725,21 @@ mod tests {
 
     #[test]
     fn a_name_is_a_part_or_a_pattern() {
-        assert_eq!(name_pattern("plan.pdf").unwrap(), "(?i)plan\\.pdf");
-        assert_eq!(name_pattern("*.PDF").unwrap(), "(?i)^[^/]*\\.PDF$");
+        assert_eq!(name_pattern("plan.pdf").unwrap(), "plan\\.pdf");
+        assert_eq!(name_pattern("*.PDF").unwrap(), "^[^/]*\\.PDF$");
         assert!(name_pattern("[abc").is_err());
+    }
+
+    #[test]
+    fn a_restore_stays_inside_its_folder() {
+        let folder = std::path::Path::new("/restore");
+        assert_eq!(
+            restore_target(folder, "docs", "Projekte/a.pdf").unwrap(),
+            std::path::Path::new("/restore/docs/Projekte/a.pdf")
+        );
+        assert!(restore_target(folder, "docs", "../../etc/passwd").is_err());
+        assert!(restore_target(folder, "docs", "/etc/passwd").is_err());
+        assert!(restore_target(folder, "..", "a").is_err());
     }
 
     #[test]

@@ -369,17 +369,27 @@ pub fn search(view: &SearchView, csrf: &str) -> Markup {
     )
 }
 
-pub fn file(root: &str, path: &str, versions: &[HistoryEntry], csrf: &str) -> Markup {
+pub struct FileView<'a> {
+    pub root: &'a str,
+    pub path: &'a str,
+    pub versions: &'a [HistoryEntry],
+    pub restore_folder: Option<&'a std::path::Path>,
+    pub message: Option<&'a str>,
+}
+
+pub fn file(view: &FileView, csrf: &str) -> Markup {
+    let (root, path) = (view.root, view.path);
     layout(
         path,
         Tab::None,
         Some(csrf),
         html! {
             h1 { code { (path) } }
+            @if let Some(message) = view.message { p.message id="message" { (message) } }
             p.muted { "Root " (root) ". Every version the catalog recorded, oldest first." }
             table id="versions" {
                 tr { th { "When (UTC)" } th { "What" } th { "Path" } th.n { "Size" } th { "Content" } th {} }
-                @for version in versions {
+                @for version in view.versions {
                     tr {
                         td { (version.at) } td { (version.kind) }
                         td { (version.new_path.as_deref().or(version.old_path.as_deref()).unwrap_or("")) }
@@ -390,6 +400,16 @@ pub fn file(root: &str, path: &str, versions: &[HistoryEntry], csrf: &str) -> Ma
                                 (Some(_), _, Some(purged)) => span.muted { "removed by retention " (purged) },
                                 (Some(sha256), true, None) if version.kind != "deleted" => {
                                     a.download href=(download_link(sha256, path)) data-sha256=(sha256) { "Download" }
+                                    @if let Some(folder) = view.restore_folder {
+                                        " "
+                                        form.inline method="post" action="/restore" {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            input type="hidden" name="root" value=(root);
+                                            input type="hidden" name="path" value=(path);
+                                            input type="hidden" name="sha256" value=(sha256);
+                                            button type="submit" class="restore" data-sha256=(sha256) { "Restore to " (folder.display()) }
+                                        }
+                                    }
                                 }
                                 (Some(_), false, None) => span.muted { "not stored yet" },
                                 _ => {}
@@ -398,7 +418,7 @@ pub fn file(root: &str, path: &str, versions: &[HistoryEntry], csrf: &str) -> Ma
                     }
                 }
             }
-            @if versions.is_empty() { p.muted { "The catalog has no file at this path." } }
+            @if view.versions.is_empty() { p.muted { "The catalog has no file at this path." } }
         },
     )
 }

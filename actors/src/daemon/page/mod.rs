@@ -565,6 +565,7 @@ async fn run_search(
         root: value(query, "root").map(str::to_owned),
         name_regex: value(query, "name").map(name_pattern).transpose()?,
         name_ignore_case: true,
+        any_matches: true,
         project: value(query, "project").map(str::to_owned),
         building: value(query, "building").map(str::to_owned),
         cost_group,

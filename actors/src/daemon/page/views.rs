@@ -362,7 +362,7 @@ pub fn search(view: &SearchView, csrf: &str) -> Markup {
                         }
                     }
                     @if found.is_empty() { p.muted { "No files match." } }
-                    @if view.more { p.muted { "More files match: narrow the search." } }
+                    @if view.more { p.muted { "More files match than are shown (these are some of them, by path): narrow the search." } }
                 }
             }
         },

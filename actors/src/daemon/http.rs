@@ -326,6 +326,11 @@ impl Endpoint {
         result
     }
 
+    /// Drop the catalog connection; the next use opens a new one.
+    pub(super) fn forget_catalog(&mut self) {
+        self.catalog = None;
+    }
+
     fn actors(&self) -> Vec<ActorHealth> {
         board_actors(&self.observed)
     }

@@ -97,7 +97,15 @@ pub(super) fn serve(
     queue: crossbeam_channel::Receiver<Request>,
 ) {
     for mut request in queue {
-        let answer = runtime.block_on(handle(&page, &mut endpoint, &mut request));
+        // A page that panics answers 500 and the thread goes on serving (the panic hook has
+        // logged the message); the catalog connection is opened afresh.
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            runtime.block_on(handle(&page, &mut endpoint, &mut request))
+        }))
+        .unwrap_or_else(|_| {
+            endpoint.forget_catalog();
+            Answer::Text(500, "the page failed; the daemon's log says why\n".into())
+        });
         send(request, answer, &endpoint.log);
     }
 }

@@ -376,6 +376,18 @@ async fn find(
         .await
 }
 
+async fn click(client: &Client, locator: Locator<'_>) {
+    find(client, locator).await.unwrap().click().await.unwrap();
+}
+
+async fn text(client: &Client, locator: Locator<'_>) -> String {
+    find(client, locator).await.unwrap().text().await.unwrap()
+}
+
+async fn type_into(client: &Client, locator: Locator<'_>, keys: &str) {
+    find(client, locator).await.unwrap().send_keys(keys).await.unwrap();
+}
+
 async fn screenshot(client: &Client, name: &str) {
     let png = client.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
@@ -439,19 +451,9 @@ async fn an_operator_logs_in_retries_searches_and_downloads_in_a_real_browser() 
     client.goto(&format!("{base}/")).await.unwrap();
     find(&client, Locator::Id("password")).await.unwrap();
     screenshot(&client, "1-login").await;
-    find(&client, Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(PASSWORD)
-        .await
-        .unwrap();
-    find(&client, Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let state = find(&client, Locator::Id("state")).await.unwrap().text().await.unwrap();
+    type_into(&client, Locator::Id("password"), PASSWORD).await;
+    click(&client, Locator::Id("login")).await;
+    let state = text(&client, Locator::Id("state")).await;
     assert!(
         state.starts_with("Degraded") && state.contains("uploads failed"),
         "{state}"
@@ -466,12 +468,7 @@ async fn an_operator_logs_in_retries_searches_and_downloads_in_a_real_browser() 
     allow_writes(&setup.garage);
     let first = failed_rows[0].attr("data-sha256").await.unwrap().unwrap();
     failed_rows[0].click().await.unwrap();
-    let message = find(&client, Locator::Id("message"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let message = text(&client, Locator::Id("message")).await;
     assert!(message.contains("back in the queue"), "{message}");
     let database = &setup.database;
     let stored = format!("SELECT count(*) FROM file_contents WHERE sha256 = '{first}' AND uploaded_at IS NOT NULL");
@@ -480,18 +477,13 @@ async fn an_operator_logs_in_retries_searches_and_downloads_in_a_real_browser() 
     })
     .await;
     client.goto(&format!("{base}/")).await.unwrap();
-    find(&client, Locator::Id("retry-all"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, Locator::Id("retry-all")).await;
     wait_for("every upload is stored", Duration::from_secs(90), async || {
         database.count("SELECT count(*) FROM upload_queue").await == 0
     })
     .await;
     client.goto(&format!("{base}/")).await.unwrap();
-    let state = find(&client, Locator::Id("state")).await.unwrap().text().await.unwrap();
+    let state = text(&client, Locator::Id("state")).await;
     assert!(state.starts_with("In sync"), "{state}");
     assert_eq!(figures(&client).await, status_figures(&status_json(&setup.fms)));
     screenshot(&client, "3-overview-in-sync").await;
@@ -505,33 +497,13 @@ async fn an_operator_logs_in_retries_searches_and_downloads_in_a_real_browser() 
         .unwrap();
     let name = path.rsplit('/').next().unwrap();
     client.goto(&format!("{base}/search")).await.unwrap();
-    find(&client, Locator::Id("name"))
-        .await
-        .unwrap()
-        .send_keys(name)
-        .await
-        .unwrap();
-    find(&client, Locator::Id("search"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let found = find(&client, Locator::Id("found")).await.unwrap().text().await.unwrap();
+    type_into(&client, Locator::Id("name"), name).await;
+    click(&client, Locator::Id("search")).await;
+    let found = text(&client, Locator::Id("found")).await;
     assert!(found.contains(path.as_str()), "{path} not in\n{found}");
     screenshot(&client, "4-search").await;
-    find(&client, Locator::LinkText(path))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let versions = find(&client, Locator::Id("versions"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&client, Locator::LinkText(path)).await;
+    let versions = text(&client, Locator::Id("versions")).await;
     assert!(versions.contains("created"), "{versions}");
     screenshot(&client, "5-file-history").await;
     let link = find(&client, Locator::Css("a.download")).await.unwrap();
@@ -557,30 +529,15 @@ async fn an_operator_logs_in_retries_searches_and_downloads_in_a_real_browser() 
     assert_eq!(&got, sha256, "the downloaded version's hash");
 
     // Restore the version into http.restore_folder: checked, put in place, never over a file.
-    find(&client, Locator::Css("button.restore"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let message = find(&client, Locator::Id("message"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click(&client, Locator::Css("button.restore")).await;
+    let message = text(&client, Locator::Id("message")).await;
     let restored = setup.restored.path().join("docs").join(path);
     assert!(message.starts_with("Restored to"), "{message}");
     let got = hex::encode(Sha256::digest(std::fs::read(&restored).unwrap()));
     assert_eq!(&got, sha256, "the restored version's hash");
     screenshot(&client, "6-restored").await;
     std::fs::write(&restored, "changed since").unwrap();
-    find(&client, Locator::Css("button.restore"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, Locator::Css("button.restore")).await;
     // The page before the click has a message too: wait for the new one.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -598,24 +555,14 @@ async fn an_operator_logs_in_retries_searches_and_downloads_in_a_real_browser() 
 
     // The activity list, filtered by kind.
     client.goto(&format!("{base}/activity?kind=created")).await.unwrap();
-    let events = find(&client, Locator::Id("events"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let events = text(&client, Locator::Id("events")).await;
     assert!(events.contains(path.as_str()), "{events}");
     assert!(!events.contains(" deleted "), "{events}");
     screenshot(&client, "7-activity").await;
 
     // Log out: the page asks for the password again.
     client.goto(&format!("{base}/")).await.unwrap();
-    find(&client, Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, Locator::Id("logout")).await;
     find(&client, Locator::Id("password")).await.unwrap();
     client.goto(&format!("{base}/search")).await.unwrap();
     find(&client, Locator::Id("password")).await.unwrap();

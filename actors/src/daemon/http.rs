@@ -194,33 +194,14 @@ fn route(
             respond(request, status, "text/plain", body);
         }
         "/metrics" => {
-            if let Err(
-                crossbeam_channel::TrySendError::Full(request) | crossbeam_channel::TrySendError::Disconnected(request),
-            ) = scrapes.try_send(request)
-            {
-                respond(
-                    request,
-                    503,
-                    "text/plain",
-                    "busy: earlier scrapes are still being answered\n".into(),
-                );
-            }
+            hand_over(scrapes, request, "busy: earlier scrapes are still being answered\n");
         }
         _ => match pages {
-            Some(pages) => {
-                if let Err(
-                    crossbeam_channel::TrySendError::Full(request)
-                    | crossbeam_channel::TrySendError::Disconnected(request),
-                ) = pages.try_send(request)
-                {
-                    respond(
-                        request,
-                        503,
-                        "text/plain",
-                        "busy: the page is answering other requests; try again in a moment\n".into(),
-                    );
-                }
-            }
+            Some(pages) => hand_over(
+                pages,
+                request,
+                "busy: the page is answering other requests; try again in a moment\n",
+            ),
             None => respond(
                 request,
                 404,
@@ -228,6 +209,17 @@ fn route(
                 "not found: try /healthz or /metrics (the operator's page is off: set http.password)\n".into(),
             ),
         },
+    }
+}
+
+/// Give `request` to the thread behind `queue`, or answer 503 with `busy` at once when its
+/// queue is full (or the thread is gone): the accepting thread never waits.
+fn hand_over(queue: &crossbeam_channel::Sender<tiny_http::Request>, request: tiny_http::Request, busy: &str) {
+    if let Err(
+        crossbeam_channel::TrySendError::Full(request) | crossbeam_channel::TrySendError::Disconnected(request),
+    ) = queue.try_send(request)
+    {
+        respond(request, 503, "text/plain", busy.to_owned());
     }
 }
 

@@ -47,6 +47,14 @@ pub fn count(value: i64) -> String {
     }
 }
 
+/// A form or query field as given ("" when absent), to fill a form in again.
+fn field<'a>(form: &'a [(String, String)], key: &str) -> &'a str {
+    form.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
 /// Which page the navigation marks.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
@@ -233,12 +241,7 @@ pub fn overview(view: &Overview, csrf: &str) -> Markup {
 }
 
 pub fn activity(events: &[ActivityEvent], roots: &[String], form: &[(String, String)], csrf: &str) -> Markup {
-    let value = |key: &str| {
-        form.iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    };
+    let value = |key: &str| field(form, key);
     layout(
         "Activity",
         Tab::Activity,
@@ -309,13 +312,7 @@ pub struct SearchView<'a> {
 }
 
 pub fn search(view: &SearchView, csrf: &str) -> Markup {
-    let value = |key: &str| {
-        view.form
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("")
-    };
+    let value = |key: &str| field(view.form, key);
     layout(
         "Search",
         Tab::Search,

@@ -59,13 +59,26 @@ async fn neither_the_database_password_nor_the_s3_secret_is_ever_printed() {
     printed.push_str(&std::fs::read_to_string(&log).unwrap());
 
     // A connection that fails: its error message names the server, not the password.
-    let unreachable = with_password.replace("127.0.0.1:", "127.0.0.1:1");
+    // Port 1 (tcpmux) has no listener; prefixing the port with a digit, as before, made an
+    // invalid port (> 65535) whenever the test server listened on an ephemeral port.
+    let port_start = with_password.find("127.0.0.1:").unwrap() + "127.0.0.1:".len();
+    let port_len = with_password[port_start..].find(|c: char| !c.is_ascii_digit()).unwrap();
+    let unreachable = format!(
+        "{}1{}",
+        &with_password[..port_start],
+        &with_password[port_start + port_len..]
+    );
     let text = std::fs::read_to_string(&fms.config)
         .unwrap()
         .replace(&with_password, &unreachable);
     std::fs::write(&fms.config, text).unwrap();
     let failed = fms.run(&["status"]);
-    assert_eq!(failed.status.code(), Some(1));
+    assert_eq!(
+        failed.status.code(),
+        Some(1),
+        "status against an unreachable server: {}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
     record(&mut printed, "status against an unreachable server", failed);
 
     assert!(printed.contains("\"level\":\"DEBUG\""), "the log ran at debug level");

@@ -365,3 +365,45 @@ async fn store_errors_are_one_line_with_status_code_and_hint() {
     assert!(stderr.contains("HTTP 404"), "{stderr}");
     assert!(stderr.contains("check storage.endpoint and storage.bucket"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distant_store_gets_more_small_uploads_at_once() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let files = 800;
+    for i in 0..files {
+        std::fs::write(
+            tree.join(format!("Notiz {i:04}.txt")),
+            format!("note {i}\n").repeat(50 + i % 40),
+        )
+        .unwrap();
+    }
+    let database = Database::create("distant").await;
+    let garage = Garage::start();
+    // 60 ms before each request reaches the store: transfers are nearly all waiting.
+    let front = Front::start(
+        garage.upstream(),
+        FrontOptions {
+            delay: Some(std::time::Duration::from_millis(60)),
+            ..Default::default()
+        },
+    );
+    let fms = Fms::new(
+        &database,
+        &garage.storage_toml_at(&front.endpoint),
+        &[("docs", &tree)],
+        "[upload]\nconcurrency = 4\n",
+    );
+    let puts_before = garage.requests("PutObject");
+    let (summary, _) = scan_logged(&fms, 0);
+    assert_eq!(summary["uploaded"], files as u64, "{summary}");
+    assert_eq!(summary["upload_heads"], 0, "{summary}");
+    // The fixed scheme allowed 4 small transfers per unit of concurrency (16 here); the
+    // latency lets the uploader go further, up to 32 per unit.
+    let peak = summary["upload_in_flight_peak"].as_u64().unwrap();
+    assert!(peak > 16 && peak <= 4 * 32, "in flight at most: {peak}");
+    // Still one PUT per content (the probe's two aside), and every object in place.
+    assert_eq!(garage.requests("PutObject") - puts_before, files as u64 + 2);
+    assert_eq!(assert_store_matches_keys(&garage.store()).await.len(), files);
+}

@@ -7,6 +7,7 @@ use crate::daemon::supervisor::Liveness;
 use crate::pathenc;
 use crate::store::{Content, Integrity, ObjectStore, StoreError};
 use crate::upload_controls::UploadKnobs;
+use crate::upload_inflight::InFlight;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
 use slog::{debug, info, warn, Logger};
@@ -61,6 +62,10 @@ pub struct UploadCounters {
     pub held: AtomicU64,
     /// HEAD requests sent (only for contents the store may already hold).
     pub heads: AtomicU64,
+    /// Slots of transfers in flight allowed now (see `upload_inflight`; a small transfer
+    /// takes one, a large one four) and the most transfers that were in flight at once.
+    pub in_flight_limit: AtomicU64,
+    pub in_flight_peak: AtomicU64,
 }
 
 /// The retry delay after `attempts` failed attempts: initial * 2^(attempts-1), capped.
@@ -127,20 +132,6 @@ enum ItemOutcome {
     Retry(String),
     /// The store did not answer: the item goes back to the queue untouched.
     StoreDown(String),
-}
-
-/// Objects up to this size take one slot of `upload.concurrency`'s share; larger ones take
-/// [`SLOTS_PER_TRANSFER`]. Over a link with a long round trip a small object's transfer is
-/// nearly all waiting, so four of them go for each large one, within the same memory bound.
-const SMALL_OBJECT: u64 = 1 << 20;
-const SLOTS_PER_TRANSFER: usize = 4;
-
-fn slots_of(size: u64) -> usize {
-    if size <= SMALL_OBJECT {
-        1
-    } else {
-        SLOTS_PER_TRANSFER
-    }
 }
 
 /// Outcomes are recorded in the catalog in batches of this many, or this often.
@@ -211,10 +202,10 @@ impl Uploader {
         Ok(integrity)
     }
 
-    /// Keep `upload.concurrency` large transfers in flight (or four small ones for each, see
-    /// [`SMALL_OBJECT`]), leasing more as slots free up, and
-    /// record outcomes in batches, until `control` says to stop. Leases still held at the
-    /// end are given back.
+    /// Keep transfers in flight as [`InFlight`] admits them (up to `upload.concurrency` large
+    /// ones, small ones as many as the link's latency calls for, within a memory bound),
+    /// leasing more as they end, and record outcomes in batches, until `control` says to
+    /// stop. Leases still held at the end are given back.
     /// `liveness`: the transfers in flight are its work; each finished transfer and each file
     /// or part let through the bandwidth limiter is progress.
     pub async fn run(&self, control: &UploadControl, liveness: &Liveness) -> Result<(), UploadError> {
@@ -230,15 +221,16 @@ impl Uploader {
         // The first idle moment sweeps; then once per FAILURE_SWEEP.
         let mut last_failure_sweep = Instant::now().checked_sub(FAILURE_SWEEP).unwrap_or_else(Instant::now);
         let mut granted = knobs.limiter.granted();
-        // Slots taken by the transfers in flight (see SMALL_OBJECT).
-        let mut used = 0usize;
+        let mut admission = InFlight::new(knobs.concurrency());
         loop {
             liveness.set_work(in_flight.len() as u64);
             if knobs.limiter.granted() != granted {
                 granted = knobs.limiter.granted();
                 liveness.step();
             }
-            let slots = knobs.concurrency() * SLOTS_PER_TRANSFER;
+            admission.set_concurrency(knobs.concurrency());
+            let slots = admission.limit();
+            self.counters.in_flight_limit.store(slots as u64, Ordering::Relaxed);
             let open = knobs.open(chrono::Utc::now());
             if open == held {
                 held = !open;
@@ -267,13 +259,16 @@ impl Uploader {
             if !stopping && open {
                 // One transfer always goes, whatever its size.
                 while let Some(next) = ready.front() {
-                    if used > 0 && used + slots_of(next.size) > slots {
+                    if !admission.admits(next.size) {
                         break;
                     }
                     let Some(item) = ready.pop_front() else { break };
-                    used += slots_of(item.size);
+                    admission.start(item.size);
                     in_flight.push(self.transfer(item, &knobs));
                 }
+                self.counters
+                    .in_flight_peak
+                    .fetch_max(admission.peak() as u64, Ordering::Relaxed);
             }
             if in_flight.is_empty() {
                 self.record(&mut done).await?;
@@ -301,9 +296,16 @@ impl Uploader {
                 continue;
             }
             tokio::select! {
-                Some((item, outcome)) = in_flight.next() => {
+                Some((item, outcome, took)) = in_flight.next() => {
                     liveness.step();
-                    used = used.saturating_sub(slots_of(item.size));
+                    let requests = match &outcome {
+                        ItemOutcome::Stored(_) => 1 + u32::from(item.maybe_stored),
+                        ItemOutcome::AlreadyStored => u32::from(!item.already_uploaded),
+                        ItemOutcome::Dropped => 0,
+                        ItemOutcome::Retry(_) | ItemOutcome::StoreDown(_) => 1,
+                    };
+                    let failed = matches!(outcome, ItemOutcome::Retry(_) | ItemOutcome::StoreDown(_));
+                    admission.finish(item.size, took, requests, failed);
                     if let ItemOutcome::StoreDown(reason) = &outcome {
                         store_down.get_or_insert_with(|| reason.clone());
                     }
@@ -411,14 +413,15 @@ impl Uploader {
     }
 
     /// HEAD, then PUT from the first copy whose stat still matches. No catalog access.
-    async fn transfer(&self, item: QueueItem, knobs: &UploadKnobs) -> (QueueItem, ItemOutcome) {
+    async fn transfer(&self, item: QueueItem, knobs: &UploadKnobs) -> (QueueItem, ItemOutcome, Duration) {
         let started = Instant::now();
         let outcome = self.try_transfer(&item, knobs).await;
+        let took = started.elapsed();
         if let ItemOutcome::Stored(bytes) = &outcome {
             debug!(self.log, "upload finished"; "sha256" => &item.sha256, "bytes" => *bytes,
-                "ms" => started.elapsed().as_millis() as u64);
+                "ms" => took.as_millis() as u64);
         }
-        (item, outcome)
+        (item, outcome, took)
     }
 
     async fn try_transfer(&self, item: &QueueItem, knobs: &UploadKnobs) -> ItemOutcome {

@@ -42,10 +42,15 @@ pub struct ScanSummary {
     pub upload_skipped_existing: u64,
     /// Existence checks sent to the store (only for contents it may hold already).
     pub upload_heads: u64,
+    /// The most uploads that were in flight at once (adapted to the store's latency).
+    pub upload_in_flight_peak: u64,
     pub upload_dropped: u64,
     pub upload_failed_attempts: u64,
     pub upload_failed_final: u64,
+    /// Contents waiting for upload that this agent can send; when the whole queue is long,
+    /// the whole queue's count instead (`queue_pending_all_agents` true).
     pub queue_pending: i64,
+    pub queue_pending_all_agents: bool,
     pub duration_ms: u64,
 }
 
@@ -83,7 +88,7 @@ pub fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Result<Exi
     };
     let queue_pending = runtime.block_on(async {
         let catalog = app::open_catalog(config).await?;
-        anyhow::Ok(catalog.pending_for(&app::root_labels(config)).await?)
+        anyhow::Ok(catalog.pending_for_summary(&app::root_labels(config)).await?)
     })?;
     let summary = summarise(reports, &observed.uploads, queue_pending, started.elapsed());
     print_summary(&summary, args.json)?;
@@ -99,7 +104,12 @@ pub fn run(config: &Config, log: &Logger, args: &ScanArgs) -> anyhow::Result<Exi
     })
 }
 
-fn summarise(reports: Vec<RootReport>, uploads: &UploadCounters, queue_pending: i64, elapsed: Duration) -> ScanSummary {
+fn summarise(
+    reports: Vec<RootReport>,
+    uploads: &UploadCounters,
+    queue_pending: Result<i64, i64>,
+    elapsed: Duration,
+) -> ScanSummary {
     let mut totals = RootCounts::default();
     for report in &reports {
         let counts = &report.counts;
@@ -128,10 +138,12 @@ fn summarise(reports: Vec<RootReport>, uploads: &UploadCounters, queue_pending: 
         uploaded_bytes: load(&uploads.uploaded_bytes),
         upload_skipped_existing: load(&uploads.skipped_existing),
         upload_heads: load(&uploads.heads),
+        upload_in_flight_peak: load(&uploads.in_flight_peak),
         upload_dropped: load(&uploads.dropped),
         upload_failed_attempts: load(&uploads.failed_attempts),
         upload_failed_final: load(&uploads.failed_final),
-        queue_pending,
+        queue_pending: queue_pending.unwrap_or_else(|all| all),
+        queue_pending_all_agents: queue_pending.is_err(),
         duration_ms: elapsed.as_millis() as u64,
     }
 }
@@ -177,7 +189,11 @@ fn print_summary(summary: &ScanSummary, json: bool) -> anyhow::Result<()> {
         summary.upload_failed_attempts,
         summary.upload_failed_final
     );
-    println!("queue pending    {:>10}", summary.queue_pending);
+    if summary.queue_pending_all_agents {
+        println!("queue pending    {:>10}   (all agents)", summary.queue_pending);
+    } else {
+        println!("queue pending    {:>10}", summary.queue_pending);
+    }
     println!("duration         {:>10.1}s", seconds);
     Ok(())
 }

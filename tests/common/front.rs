@@ -11,6 +11,7 @@
 //! * `corrupt_puts`: the body of the first N object PUTs under `files/` gets one byte
 //!   flipped on the way (a changed file or a bad link, as a store that verifies nothing sees it).
 //! * `silent`: accepts connections and requests and never answers.
+//! * `delay`: each request waits this long before it is passed on (a store far away).
 //!
 //! It runs on a thread of its own with its own runtime, so sync and async tests can use it.
 
@@ -37,6 +38,7 @@ pub struct FrontOptions {
     pub refuse_checksum_headers: bool,
     pub corrupt_puts: usize,
     pub silent: bool,
+    pub delay: Option<std::time::Duration>,
 }
 
 /// Where the front forwards to, and the key it signs with.
@@ -167,6 +169,9 @@ async fn handle(request: Request<Incoming>, state: &State) -> Answer {
     state.counters.requests.fetch_add(1, Ordering::SeqCst);
     if state.silent.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
+    }
+    if let Some(delay) = state.options.delay {
+        tokio::time::sleep(delay).await;
     }
     let (parts, body) = request.into_parts();
     let path = parts.uri.path();

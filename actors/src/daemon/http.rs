@@ -410,6 +410,12 @@ impl Endpoint {
             "Uploads skipped because the store had the object",
             load(&uploads.skipped_existing),
         );
+        gauge(
+            registry,
+            "upload_in_flight_limit",
+            "Slots of uploads allowed in flight now, adapted to the store's latency (a small upload takes one, a large one four)",
+            load(&uploads.in_flight_limit) as i64,
+        );
         counter(
             registry,
             "upload_failures",

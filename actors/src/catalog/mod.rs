@@ -202,16 +202,18 @@ impl Catalog {
     }
 
     /// Every row of `root`, deleted ones too (a file that comes back is restored, not added).
+    /// Read as a stream, so that a root of a million rows is never held twice.
     pub async fn load_root(&self, root: &str) -> Result<Vec<CatalogFile>, CatalogError> {
-        let rows = self
-            .client
-            .query(
+        let mut files = Vec::new();
+        self.client
+            .for_each_row(
                 "SELECT id, path, path_encoding, size, mtime_ns, inode, device, sha256, deleted_at IS NOT NULL
                    FROM files WHERE root = $1",
                 &[&root],
+                |row| files.extend(catalog_file(row)),
             )
             .await?;
-        Ok(catalog_files(rows))
+        Ok(files)
     }
 
     /// The rows of `root` at these (encoded) paths, deleted ones too.
@@ -224,33 +226,28 @@ impl Catalog {
                 &[&root, &paths],
             )
             .await?;
-        Ok(catalog_files(rows))
+        Ok(rows.iter().filter_map(catalog_file).collect())
     }
 }
 
-fn catalog_files(rows: Vec<tokio_postgres::Row>) -> Vec<CatalogFile> {
-    {
-        let mut files = Vec::with_capacity(rows.len());
-        for row in rows {
-            let path: String = row.get(1);
-            let encoding = PathEncoding::parse(row.get(2)).unwrap_or(PathEncoding::Utf8);
-            let Ok(relative) = crate::pathenc::decode(&path, encoding) else {
-                continue;
-            };
-            files.push(CatalogFile {
-                id: row.get(0),
-                path,
-                relative,
-                size: row.get::<_, i64>(3) as u64,
-                mtime_ns: row.get::<_, i64>(4) as i128,
-                inode: row.get::<_, i64>(5) as u64,
-                device: row.get::<_, i64>(6) as u64,
-                sha256: row.get(7),
-                deleted: row.get(8),
-            });
-        }
-        files
+/// A row of the queries above; `None` for a percent-encoded path that does not decode.
+fn catalog_file(row: &tokio_postgres::Row) -> Option<CatalogFile> {
+    let path: String = row.get(1);
+    let encoding = PathEncoding::parse(row.get(2)).unwrap_or(PathEncoding::Utf8);
+    if encoding != PathEncoding::Utf8 && crate::pathenc::decode(&path, encoding).is_err() {
+        return None;
     }
+    Some(CatalogFile {
+        id: row.get(0),
+        path,
+        encoding,
+        size: row.get::<_, i64>(3) as u64,
+        mtime_ns: row.get::<_, i64>(4) as i128,
+        inode: row.get::<_, i64>(5) as u64,
+        device: row.get::<_, i64>(6) as u64,
+        sha256: row.get(7),
+        deleted: row.get(8),
+    })
 }
 
 /// A `files` row as the scan compares it with the disk.
@@ -259,14 +256,21 @@ pub struct CatalogFile {
     pub id: i64,
     /// As stored (encoded text).
     pub path: String,
-    /// Decoded bytes.
-    pub relative: OsString,
+    pub encoding: PathEncoding,
     pub size: u64,
     pub mtime_ns: i128,
     pub inode: u64,
     pub device: u64,
     pub sha256: String,
     pub deleted: bool,
+}
+
+impl CatalogFile {
+    /// The path's bytes, relative to the root (rows whose path does not decode are never
+    /// loaded).
+    pub fn relative(&self) -> OsString {
+        crate::pathenc::decode(&self.path, self.encoding).unwrap_or_default()
+    }
 }
 
 /// Format a connection error without the URL's password. The server's own message is kept

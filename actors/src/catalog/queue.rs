@@ -50,6 +50,10 @@ const DEQUEUE: &str = "
                      WHERE sha256 = q.sha256 AND deleted_at IS NULL LIMIT 64) f
              WHERE f.root = ANY ($4)) s";
 
+/// Above this many pending rows in the whole queue, a scan's summary reports that number
+/// instead of counting its own agent's share.
+const PENDING_COUNTED_UP_TO: i64 = 50_000;
+
 impl Catalog {
     /// Lease up to `batch_size` ready contents, only those with a live file under one of
     /// `roots` (this agent can read nothing else).
@@ -177,6 +181,20 @@ impl Catalog {
             )
             .await?;
         Ok(row.get(0))
+    }
+
+    /// What a scan's summary reports as waiting: this agent's pending rows ([`pending_for`],
+    /// exact) while the whole queue is small, else the whole queue's pending count from the
+    /// running totals (`Err`), which costs nothing however long the queue: counting this
+    /// agent's share of a million rows costs seconds.
+    ///
+    /// [`pending_for`]: Catalog::pending_for
+    pub async fn pending_for_summary(&self, roots: &[String]) -> Result<Result<i64, i64>, CatalogError> {
+        let all = self.queue_counts().await?.pending;
+        if all > PENDING_COUNTED_UP_TO {
+            return Ok(Err(all));
+        }
+        Ok(Ok(self.pending_for(roots).await?))
     }
 
     /// Give back leases this process still holds (on shutdown), without counting the attempt.

@@ -111,8 +111,15 @@ const UPSERT_FILES: &str = "
     WITH input AS (
         SELECT * FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::int8[], $8::text[])
             AS t(path, path_encoding, size, mtime_ns, inode, device, sha256)),
+    -- One index lookup per input path, whatever the planner believes of the root: a join
+    -- planned from the statistics of a large catalog, in which a new root has none yet, read
+    -- the root's every row for each batch (LIMIT keeps the lookup from being made a join).
     old AS (
-        SELECT f.id, f.path, f.sha256, f.deleted_at FROM files f JOIN input i ON f.root = $1 AND f.path = i.path),
+        SELECT f.id, f.path, f.sha256, f.deleted_at
+          FROM input i
+          CROSS JOIN LATERAL (
+                SELECT f.id, f.path, f.sha256, f.deleted_at FROM files f
+                 WHERE f.root = $1 AND f.path = i.path LIMIT 1) f),
     written AS (
         INSERT INTO files (root, path, path_encoding, size, mtime, mtime_ns, inode, device, sha256, agent)
         SELECT $1, path, path_encoding, size,

@@ -43,89 +43,106 @@ impl super::FileStat {
 }
 
 /// Walk `root`. `progress` is called with each file found (for a live counter).
+///
+/// Each directory is read with `std::fs::read_dir`, and each file's stat is taken relative to
+/// its open directory (`statx` on the directory's descriptor, as `find` does) rather than by
+/// its full path: a rescan of a million files is mostly these stats.
 pub fn walk_root(root: &Path, ignore: &IgnoreMatcher, progress: &dyn Fn(&WalkEntry)) -> WalkOutcome {
     let mut outcome = WalkOutcome::default();
     let mut ignored = 0u64;
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|entry| {
-            if entry.depth() == 0 {
-                return true;
-            }
-            let relative = entry.path().strip_prefix(root).unwrap_or(entry.path());
-            let skip = ignore.is_ignored(entry.file_name(), relative.as_os_str());
-            ignored += skip as u64;
-            !skip
-        });
-    for item in walker {
-        let entry = match item {
-            Ok(entry) => entry,
+    // Directories still to read, relative to the root ("" is the root itself).
+    let mut pending: Vec<PathBuf> = vec![PathBuf::new()];
+    while let Some(dir) = pending.pop() {
+        let absolute = root.join(&dir);
+        let entries = match std::fs::read_dir(&absolute) {
+            Ok(entries) => entries,
             Err(error) => {
-                record_walk_error(root, &error, &mut outcome);
+                record_unreadable(root, &dir, &error, &mut outcome);
                 continue;
             }
         };
-        let file_type = entry.file_type();
-        if file_type.is_dir() {
-            continue;
-        }
-        let relative = entry.path().strip_prefix(root).unwrap_or(entry.path()).to_path_buf();
-        if file_type.is_symlink() {
-            outcome.skipped.push((relative, "symlink (not followed)"));
-            continue;
-        }
-        if file_type.is_fifo() || file_type.is_socket() || file_type.is_block_device() || file_type.is_char_device() {
-            outcome
-                .skipped
-                .push((relative, "not a regular file (FIFO, socket or device)"));
-            continue;
-        }
-        match entry.metadata() {
-            Ok(metadata) => {
-                let found = WalkEntry {
-                    relative: relative.into_os_string(),
-                    stat: super::FileStat::from_metadata(&metadata),
-                };
-                progress(&found);
-                outcome.files.push(found);
+        for item in entries {
+            let entry = match item {
+                Ok(entry) => entry,
+                Err(error) => {
+                    // The directory failed part-way through: what is under it is protected.
+                    record_unreadable(root, &dir, &error, &mut outcome);
+                    break;
+                }
+            };
+            let name = entry.file_name();
+            let relative = dir.join(&name);
+            if ignore.is_ignored(&name, relative.as_os_str()) {
+                ignored += 1;
+                continue;
             }
-            // Gone between readdir and stat: it is simply not there.
-            Err(error) if error.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound) => {}
-            Err(error) => outcome.errors.push(describe(entry.path(), &error)),
+            let file_type = match entry.file_type() {
+                Ok(file_type) => file_type,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(error) => {
+                    outcome.errors.push(describe(&root.join(&relative), &error));
+                    continue;
+                }
+            };
+            if file_type.is_dir() {
+                pending.push(relative);
+                continue;
+            }
+            if file_type.is_symlink() {
+                outcome.skipped.push((relative, "symlink (not followed)"));
+                continue;
+            }
+            if file_type.is_fifo() || file_type.is_socket() || file_type.is_block_device() || file_type.is_char_device()
+            {
+                outcome
+                    .skipped
+                    .push((relative, "not a regular file (FIFO, socket or device)"));
+                continue;
+            }
+            match entry.metadata() {
+                Ok(metadata) => {
+                    let found = WalkEntry {
+                        relative: relative.into_os_string(),
+                        stat: super::FileStat::from_metadata(&metadata),
+                    };
+                    progress(&found);
+                    outcome.files.push(found);
+                }
+                // Gone between readdir and stat: it is simply not there.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => outcome.errors.push(describe(&root.join(&relative), &error)),
+            }
         }
     }
     outcome.ignored = ignored;
     outcome
 }
 
-/// `path: reason`, the path once (walkdir's own text repeats it), and for a path the kernel
-/// cannot take what the operator can do about it.
-fn describe(path: &Path, error: &walkdir::Error) -> String {
-    let reason = match error.io_error() {
-        Some(io) if io.raw_os_error() == Some(libc::ENAMETOOLONG) => format!(
+/// `path: reason`, and for a path the kernel cannot take what the operator can do about it.
+fn describe(path: &Path, error: &std::io::Error) -> String {
+    let reason = if error.raw_os_error() == Some(libc::ENAMETOOLONG) {
+        format!(
             "the path is {} bytes, over the system's limit of {} bytes, and cannot be opened: \
              shorten a folder name above it (nothing under it is synced, nothing of it is deleted)",
             path.as_os_str().len(),
             libc::PATH_MAX - 1
-        ),
-        Some(io) => io.to_string(),
-        None => error.to_string(),
+        )
+    } else {
+        error.to_string()
     };
     format!("{}: {reason}", path.display())
 }
 
-fn record_walk_error(root: &Path, error: &walkdir::Error, outcome: &mut WalkOutcome) {
-    let path = error.path().unwrap_or(root);
-    let vanished = error.io_error().map(|e| e.kind()) == Some(std::io::ErrorKind::NotFound);
-    if vanished && path != root {
+/// A directory (`relative` to the root) that could not be read: reported, and protected from
+/// soft deletion. One that vanished since its parent was read is simply not there; the root
+/// itself missing is always reported.
+fn record_unreadable(root: &Path, relative: &Path, error: &std::io::Error, outcome: &mut WalkOutcome) {
+    let vanished = error.kind() == std::io::ErrorKind::NotFound;
+    if vanished && !relative.as_os_str().is_empty() {
         return;
     }
-    outcome.errors.push(describe(path, error));
-    // Whatever could not be read is protected from soft deletion: a directory that failed
-    // to open, or (for a failed stat) its parent.
-    let relative = path.strip_prefix(root).unwrap_or(Path::new("")).as_os_str().to_owned();
-    outcome.unreadable_dirs.push(relative);
+    outcome.errors.push(describe(&root.join(relative), error));
+    outcome.unreadable_dirs.push(relative.as_os_str().to_owned());
 }
 
 #[cfg(test)]

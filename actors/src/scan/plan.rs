@@ -5,7 +5,9 @@
 use crate::catalog::{CatalogFile, Move, Registration};
 use crate::fs::{FileStat, WalkEntry};
 use crate::pathenc::{self, PathEncoding};
-use std::collections::HashMap;
+// A fast hash (foldhash) for maps keyed by our own paths and ids: a rescan of a million
+// files builds three of them, and SipHash was a large part of its time.
+use foldhash::{HashMap, HashMapExt};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
@@ -47,29 +49,55 @@ fn inode_key(stat: &FileStat) -> InodeKey {
 
 pub fn plan(walked: Vec<WalkEntry>, catalog: Vec<CatalogFile>, unreadable_dirs: &[OsString]) -> Plan {
     let mut plan = Plan::default();
-    let mut by_path: HashMap<String, CatalogFile> = catalog.into_iter().map(|row| (row.path.clone(), row)).collect();
-    let mut encoded_seen: HashMap<String, ()> = HashMap::with_capacity(walked.len());
-    let mut candidates = Vec::new();
-    for entry in walked {
-        let (path, encoding) = pathenc::encode(&entry.relative);
-        if encoded_seen.insert(path.clone(), ()).is_some() {
-            plan.collisions.push(path);
-            continue;
+    // Walked files that are not unchanged, with the id of the row at their path if any.
+    let mut candidates: Vec<(WalkEntry, String, PathEncoding, Option<i64>)> = Vec::new();
+    // Rows whose path the walk found.
+    let mut found = vec![false; catalog.len()];
+    {
+        // Rows by path, borrowed: a rescan of a million unchanged files copies no path.
+        let mut by_path: HashMap<&str, usize> = HashMap::with_capacity(catalog.len());
+        for (index, row) in catalog.iter().enumerate() {
+            by_path.insert(row.path.as_str(), index);
         }
-        plan.seen += 1;
-        match by_path.remove(&path) {
-            Some(row) if !row.deleted && quick_check_matches(&row, &entry.stat) => plan.unchanged += 1,
-            Some(row) => candidates.push((entry, path, encoding, Some(row))),
-            None => candidates.push((entry, path, encoding, None)),
+        // Two walked paths can have one text only if it holds a '%' (a percent-encoded name,
+        // or a UTF-8 name that looks like one): only those are remembered.
+        let mut encoded_seen: foldhash::HashSet<String> = foldhash::HashSet::default();
+        for entry in walked {
+            // A UTF-8 path without '%' is its own text (the common case: no copy to look up).
+            let plain = entry.relative.to_str().filter(|text| !text.contains('%'));
+            let (index, encoded) = match plain {
+                Some(text) => (by_path.get(text).copied(), None),
+                None => {
+                    let (path, encoding) = pathenc::encode(&entry.relative);
+                    if path.contains('%') && !encoded_seen.insert(path.clone()) {
+                        plan.collisions.push(path);
+                        continue;
+                    }
+                    (by_path.get(path.as_str()).copied(), Some((path, encoding)))
+                }
+            };
+            plan.seen += 1;
+            if let Some(index) = index {
+                found[index] = true;
+                let row = &catalog[index];
+                if !row.deleted && quick_check_matches(row, &entry.stat) {
+                    plan.unchanged += 1;
+                    continue;
+                }
+            }
+            let (path, encoding) =
+                encoded.unwrap_or_else(|| (plain.unwrap_or_default().to_owned(), PathEncoding::Utf8));
+            let existing = index.map(|index| catalog[index].id);
+            candidates.push((entry, path, encoding, existing));
         }
     }
-    // What is left in by_path was not found on disk.
+    // The rows the walk did not find.
     let mut vanished_by_inode: HashMap<InodeKey, i64> = HashMap::new();
-    for (_, row) in by_path {
-        if row.deleted {
+    for (row, found) in catalog.into_iter().zip(found) {
+        if found || row.deleted {
             continue;
         }
-        if is_under_any(&row.relative, unreadable_dirs) {
+        if !unreadable_dirs.is_empty() && is_under_any(&row.relative(), unreadable_dirs) {
             plan.protected += 1;
             continue;
         }
@@ -102,7 +130,7 @@ pub fn plan(walked: Vec<WalkEntry>, catalog: Vec<CatalogFile>, unreadable_dirs: 
                 path,
                 encoding,
                 walked: entry.stat,
-                existing: existing.map(|row| row.id),
+                existing,
             }),
         }
     }
@@ -178,7 +206,7 @@ mod tests {
         CatalogFile {
             id,
             path: path.into(),
-            relative: path.into(),
+            encoding: PathEncoding::Utf8,
             size: stat.size,
             mtime_ns: stat.mtime_ns,
             inode: stat.inode,

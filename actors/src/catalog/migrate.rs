@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "root_counts",
         include_str!("../../../migrations/0011_root_counts.sql"),
     ),
+    (
+        12,
+        "link_rules_without_jit",
+        include_str!("../../../migrations/0012_link_rules_without_jit.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).

@@ -139,6 +139,9 @@ const COMMIT_BATCH: usize = 128;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
 /// How long to wait before asking an empty queue again.
 const IDLE_POLL: Duration = Duration::from_millis(200);
+/// Leases ask for at least this many rows: during a first sync, a lease per batch of
+/// rows instead of one per few transfers.
+const LEASE_AT_LEAST: usize = 128;
 /// How often a closed upload window is looked at again.
 const WINDOW_POLL: Duration = Duration::from_secs(1);
 /// How often an idle uploader clears failed rows that no live file needs any more.
@@ -246,13 +249,16 @@ impl Uploader {
                 || control.stop.load(Ordering::SeqCst)
                 || (!control.producing.load(Ordering::SeqCst) && !control.drain);
             if !stopping && open && ready.len() < slots && Instant::now() >= next_poll {
-                let leased = self.lease(slots as i32).await?;
-                if leased.is_empty() {
+                let want = slots.max(LEASE_AT_LEAST);
+                let leased = self.lease(want as i32).await?;
+                if leased.len() < want {
+                    // The queue has nothing more ready now: look again after a pause, not at
+                    // every transfer that ends (each lease costs the catalog a query).
                     next_poll = Instant::now() + IDLE_POLL;
-                    if last_failure_sweep.elapsed() >= FAILURE_SWEEP {
-                        last_failure_sweep = Instant::now();
-                        self.drop_unneeded_failures().await?;
-                    }
+                }
+                if leased.is_empty() && last_failure_sweep.elapsed() >= FAILURE_SWEEP {
+                    last_failure_sweep = Instant::now();
+                    self.drop_unneeded_failures().await?;
                 }
                 ready.extend(leased);
             }

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "link_rules_without_jit",
         include_str!("../../../migrations/0012_link_rules_without_jit.sql"),
     ),
+    (
+        13,
+        "cheaper_leases",
+        include_str!("../../../migrations/0013_cheaper_leases.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).

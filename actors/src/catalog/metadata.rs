@@ -33,7 +33,7 @@ fn statement(replace: bool) -> String {
                 gps_latitude, gps_longitude, width, height, orientation, page_count, title, author,
                 last_modified_by, created_at, modified_at, application, format_version,
                 coalesce(details, '{{}}'), unreadable, $2
-           FROM jsonb_to_recordset($1::text::jsonb) AS m(sha256 text, mime_type text, captured_at timestamp,
+           FROM json_to_recordset($1::text::json) AS m(sha256 text, mime_type text, captured_at timestamp,
                 camera_make text, camera_model text, gps_latitude float8, gps_longitude float8,
                 width int4, height int4, orientation int2, page_count int4, title text, author text,
                 last_modified_by text, created_at timestamptz, modified_at timestamptz,

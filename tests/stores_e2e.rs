@@ -407,3 +407,37 @@ async fn a_distant_store_gets_more_small_uploads_at_once() {
     assert_eq!(garage.requests("PutObject") - puts_before, files as u64 + 2);
     assert_eq!(assert_store_matches_keys(&garage.store()).await.len(), files);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_store_is_asked_again_without_spending_attempts() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let files = 12;
+    for i in 0..files {
+        std::fs::write(tree.join(format!("Plan {i:02}.txt")), format!("plan {i}\n").repeat(100 + i)).unwrap();
+    }
+    let database = Database::create("busy").await;
+    let garage = Garage::start();
+    // The first six PUTs of objects are refused with 503 SlowDown.
+    let front = Front::start(
+        garage.upstream(),
+        FrontOptions {
+            unavailable_puts: 6,
+            ..Default::default()
+        },
+    );
+    let fms = Fms::new(
+        &database,
+        &garage.storage_toml_at(&front.endpoint),
+        &[("docs", &tree)],
+        "[upload]\nconcurrency = 2\n",
+    );
+    let (summary, _) = scan_logged(&fms, 0);
+    // Each refused PUT was sent again within its own attempt, as the SDK's standard retry
+    // mode does: nothing failed, nothing went back to the queue.
+    assert_eq!(front.counters.slowed_down.load(std::sync::atomic::Ordering::SeqCst), 6);
+    assert_eq!(summary["uploaded"], files as u64, "{summary}");
+    assert_eq!(summary["upload_failed_attempts"], 0, "{summary}");
+    assert_eq!(assert_store_matches_keys(&garage.store()).await.len(), files);
+}

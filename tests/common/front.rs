@@ -37,6 +37,8 @@ pub struct FrontOptions {
     pub verify_nothing: bool,
     pub refuse_checksum_headers: bool,
     pub corrupt_puts: usize,
+    /// The first this many object PUTs are answered 503 SlowDown, as a busy store does.
+    pub unavailable_puts: usize,
     pub silent: bool,
     pub delay: Option<std::time::Duration>,
 }
@@ -57,6 +59,7 @@ pub struct FrontCounters {
     pub object_gets: AtomicU64,
     pub refused: AtomicU64,
     pub corrupted: AtomicU64,
+    pub slowed_down: AtomicU64,
     pub outside_prefix: AtomicU64,
 }
 
@@ -74,6 +77,7 @@ struct State {
     silent: Arc<std::sync::atomic::AtomicBool>,
     upstream: Upstream,
     corrupt_left: AtomicUsize,
+    unavailable_left: AtomicUsize,
     counters: Arc<FrontCounters>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, BoxBody<Bytes, hyper::Error>>,
 }
@@ -92,6 +96,7 @@ impl Front {
         let state = Arc::new(State {
             silent: silent.clone(),
             corrupt_left: AtomicUsize::new(options.corrupt_puts),
+            unavailable_left: AtomicUsize::new(options.unavailable_puts),
             options,
             upstream,
             counters: counters.clone(),
@@ -209,6 +214,12 @@ async fn handle(request: Request<Incoming>, state: &State) -> Answer {
         state.counters.object_gets.fetch_add(1, Ordering::SeqCst);
     }
     let is_object_put = parts.method == hyper::Method::PUT && rest.contains("/files/") && !body.is_empty();
+    if is_object_put && take_one(&state.unavailable_left) {
+        state.counters.slowed_down.fetch_add(1, Ordering::SeqCst);
+        let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code>\
+                   <Message>Please reduce your request rate.</Message></Error>";
+        return answer(StatusCode::SERVICE_UNAVAILABLE, xml);
+    }
     if is_object_put && take_one(&state.corrupt_left) {
         let middle = body.len() / 2;
         body[middle] ^= 0xff;

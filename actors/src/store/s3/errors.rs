@@ -123,8 +123,12 @@ pub(super) fn classify<E>(operation: &str, key: &str, error: SdkError<E, HttpRes
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
-    let answer = Answer::of(&error);
-    let text = describe(operation, key, &answer);
+    classify_answer(operation, key, &Answer::of(&error))
+}
+
+/// [`classify`] for an answer already pulled out (or one the SDK never saw).
+pub(super) fn classify_answer(operation: &str, key: &str, answer: &Answer) -> StoreError {
+    let text = describe(operation, key, answer);
     if answer.is_digest_mismatch() {
         StoreError::ContentMismatch(text)
     } else if answer.unreachable() {
@@ -137,7 +141,7 @@ where
 }
 
 /// The messages of an error and its sources, without repeats or the SDK's generic layers.
-fn source_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn source_chain(error: &dyn std::error::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut current: Option<&dyn std::error::Error> = Some(error);
     while let Some(error) = current {

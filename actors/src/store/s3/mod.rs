@@ -9,6 +9,7 @@
 //! the whole-file hash is checked before the upload is completed, and the upload is aborted
 //! if it does not match.
 
+mod direct;
 mod errors;
 mod probe;
 mod sign;
@@ -24,9 +25,10 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use base64::Engine;
-use errors::classify;
+use direct::DirectPut;
+use errors::{classify, classify_answer};
 use sha2::{Digest, Sha256};
-use sign::SignPayloadAs;
+use sign::{signed, Payload, PayloadFromTask};
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -92,6 +94,9 @@ pub struct S3Store {
     timeout: Duration,
     /// What it was made from (compared on a reload).
     settings: Arc<S3Settings>,
+    /// Single-part PUTs without the SDK's orchestrator (see [`direct`]); None where the SDK's
+    /// addressing differs from ours.
+    direct: Option<Arc<DirectPut>>,
 }
 
 /// The endpoint as the SDK must be given it: one with a path (Supabase's
@@ -129,7 +134,8 @@ impl S3Store {
         let tls = aws_smithy_http_client::tls::Provider::Rustls(
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
         );
-        let mut builder = aws_smithy_http_client::Builder::new().tls_provider(tls);
+        let mut builder = aws_smithy_http_client::Builder::new().tls_provider(tls.clone());
+        let mut tls_context = None;
         if let Some(pem) = &settings.ca_pem {
             use aws_smithy_http_client::tls::{TlsContext, TrustStore};
             // Only these CAs; a file that does not parse trusts nothing (it was checked when
@@ -139,10 +145,22 @@ impl S3Store {
                 .build()
                 .or_else(|_| TlsContext::builder().with_trust_store(TrustStore::empty()).build());
             if let Ok(context) = context {
-                builder = builder.tls_context(context);
+                builder = builder.tls_context(context.clone());
+                tls_context = Some(context);
             }
         }
         let http_client = builder.build_https();
+        let connect_timeout = settings.timeout.min(Duration::from_secs(10));
+        let mut connector = aws_smithy_http_client::Connector::builder()
+            .connector_settings(
+                aws_smithy_runtime_api::client::http::HttpConnectorSettings::builder()
+                    .connect_timeout(connect_timeout)
+                    .build(),
+            )
+            .tls_provider(tls);
+        if let Some(context) = tls_context {
+            connector = connector.tls_context(context);
+        }
         let credentials = Credentials::new(
             &settings.access_key_id,
             &settings.secret_access_key,
@@ -150,6 +168,15 @@ impl S3Store {
             None,
             "filemetasync-config",
         );
+        let direct = DirectPut::new(
+            connector.build(),
+            credentials.clone(),
+            &settings.region,
+            settings.endpoint.as_deref(),
+            &settings.bucket,
+            settings.path_style,
+        )
+        .map(Arc::new);
         let mut builder = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(settings.region.clone()))
@@ -158,9 +185,10 @@ impl S3Store {
             .http_client(http_client)
             .timeout_config(
                 aws_sdk_s3::config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+                    .connect_timeout(connect_timeout)
                     .build(),
             )
+            .interceptor(PayloadFromTask)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let Some(endpoint) = &settings.endpoint {
@@ -176,6 +204,7 @@ impl S3Store {
             integrity: Arc::new(RwLock::new(Integrity::configured(settings.integrity))),
             timeout: settings.timeout,
             settings: Arc::new(settings.clone()),
+            direct,
         }
     }
 
@@ -242,29 +271,35 @@ impl S3Store {
         } else {
             limiter.acquire(content.size).await;
             let body = small_file_body(source, content.size).await?;
-            let mut request = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&content.key)
-                .content_length(content.size as i64)
-                .body(body);
-            if integrity.checksum_header {
-                request = request.checksum_sha256(hex_to_base64(&content.sha256));
-            }
+            let checksum = integrity.checksum_header.then(|| hex_to_base64(&content.sha256));
             // The registered hash is the payload hash: the body is not hashed a second time
             // for the signature, and a store that checks SigV4 payloads rejects changed bytes.
-            let request = request.customize();
-            let request = if integrity.signed_payload {
-                request.interceptor(SignPayloadAs::new(&content.sha256))
+            let payload = if integrity.signed_payload {
+                Payload::Sha256(content.sha256.clone())
             } else {
-                request.disable_payload_signing()
+                Payload::Unsigned
             };
             let sent = async {
-                request
-                    .send()
-                    .await
-                    .map_err(|error| classify("PUT", &content.key, error))
+                match &self.direct {
+                    Some(direct) => direct
+                        .put(&content.key, body, &payload, checksum.as_deref())
+                        .await
+                        .map_err(|answer| classify_answer("PUT", &content.key, &answer)),
+                    None => {
+                        let request = self
+                            .client
+                            .put_object()
+                            .bucket(&self.bucket)
+                            .key(&content.key)
+                            .content_length(content.size as i64)
+                            .set_checksum_sha256(checksum)
+                            .body(ByteStream::from(body));
+                        signed(payload, request.send())
+                            .await
+                            .map(|_| ())
+                            .map_err(|error| classify("PUT", &content.key, error))
+                    }
+                }
             };
             self.bounded("PUT", &content.key, content.size, sent).await?;
         }
@@ -429,15 +464,14 @@ impl S3Store {
         if let Some(part_base64) = &part_base64 {
             request = request.checksum_sha256(part_base64);
         }
-        let request = request.body(ByteStream::from(chunk)).customize();
-        let request = match digest.filter(|_| integrity.signed_payload) {
-            Some(digest) => request.interceptor(SignPayloadAs::new(&hex::encode(digest))),
-            None => request.disable_payload_signing(),
+        let request = request.body(ByteStream::from(chunk));
+        let payload = match digest.filter(|_| integrity.signed_payload) {
+            Some(digest) => Payload::Sha256(hex::encode(digest)),
+            None => Payload::Unsigned,
         };
         let uploaded = self
             .bounded("UploadPart", &content.key, length, async {
-                request
-                    .send()
+                signed(payload, request.send())
                     .await
                     .map_err(|error| classify("UploadPart", &content.key, error))
             })
@@ -538,7 +572,7 @@ impl S3Store {
 /// The whole file in memory, read in one blocking call (files below the multipart threshold
 /// are small; streaming them through tokio's file reader costs a thread hop per chunk). A file
 /// whose length is no longer the registered size is reported as changed.
-async fn small_file_body(source: &Path, size: u64) -> Result<ByteStream, StoreError> {
+async fn small_file_body(source: &Path, size: u64) -> Result<bytes::Bytes, StoreError> {
     let path = source.to_path_buf();
     let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path))
         .await
@@ -551,7 +585,7 @@ async fn small_file_body(source: &Path, size: u64) -> Result<ByteStream, StoreEr
             bytes.len()
         )));
     }
-    Ok(ByteStream::from(bytes))
+    Ok(bytes::Bytes::from(bytes))
 }
 
 async fn read_chunk(file: &mut tokio::fs::File, size: usize) -> std::io::Result<Vec<u8>> {

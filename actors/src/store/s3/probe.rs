@@ -4,7 +4,7 @@
 //! the header) says what it verifies; [`decide`] picks the checks from that.
 
 use super::errors::{classify, Answer};
-use super::sign::SignPayloadAs;
+use super::sign::{signed, Payload};
 use super::{hex_to_base64, S3Store};
 use crate::store::integrity::{decide, Integrity, ProbeAnswer, PROBE_PREFIX};
 use crate::store::StoreError;
@@ -92,20 +92,10 @@ impl S3Store {
             .content_length(PROBE_BODY.len() as i64)
             .body(ByteStream::from_static(PROBE_BODY));
         let result = match kind {
-            ProbeKind::PayloadHash => {
-                request
-                    .customize()
-                    .interceptor(SignPayloadAs::new(sha256_hex))
-                    .send()
-                    .await
-            }
+            ProbeKind::PayloadHash => signed(Payload::Sha256(sha256_hex.to_owned()), request.send()).await,
             ProbeKind::ChecksumHeader => {
-                request
-                    .checksum_sha256(hex_to_base64(sha256_hex))
-                    .customize()
-                    .disable_payload_signing()
-                    .send()
-                    .await
+                let request = request.checksum_sha256(hex_to_base64(sha256_hex));
+                signed(Payload::Unsigned, request.send()).await
             }
         };
         result.map(|_| ())

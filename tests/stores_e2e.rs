@@ -415,7 +415,11 @@ async fn a_busy_store_is_asked_again_without_spending_attempts() {
     std::fs::create_dir_all(&tree).unwrap();
     let files = 12;
     for i in 0..files {
-        std::fs::write(tree.join(format!("Plan {i:02}.txt")), format!("plan {i}\n").repeat(100 + i)).unwrap();
+        std::fs::write(
+            tree.join(format!("Plan {i:02}.txt")),
+            format!("plan {i}\n").repeat(100 + i),
+        )
+        .unwrap();
     }
     let database = Database::create("busy").await;
     let garage = Garage::start();

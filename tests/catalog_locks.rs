@@ -6,8 +6,9 @@
 mod common;
 
 use common::*;
-use fms_actors::catalog::{Catalog, Registration, Target};
+use fms_actors::catalog::{Catalog, QueueItem, Registration, Target};
 use fms_actors::pathenc::PathEncoding;
+use fms_actors::upload_handoff::{LeaseRequest, Taker};
 use std::time::Duration;
 
 const ROUNDS: usize = 40;
@@ -157,4 +158,105 @@ async fn only_contents_the_store_may_hold_are_asked_about() {
         second.iter().all(|item| item.attempts == 1),
         "released attempts are given back"
     );
+}
+
+/// New contents written already leased to an uploader (`write_batch_leasing`) are that
+/// uploader's alone while its connection lives, as many as the room allows; the rest are
+/// queued for anyone. When the uploader's connection is gone, another uploader takes them at
+/// once, counting the first attempt and asking the store first (the first may have stored them).
+#[tokio::test]
+async fn contents_leased_at_registration_go_to_another_uploader_when_theirs_is_gone() {
+    let database = Database::create("handoff").await;
+    let target = Target::new(database.url.clone());
+    let mut registrar = Catalog::connect(&target, "a").await.unwrap();
+    registrar.migrate().await.unwrap();
+    let taker_catalog = Catalog::connect(&target, "a").await.unwrap();
+    let (worker, lock_key) = taker_catalog.lease_identity().await.unwrap();
+    let other = Catalog::connect(&target, "a").await.unwrap();
+
+    // Three new contents; the second is held by two files of the batch.
+    let mut batch = registrations(0, 1, "x");
+    batch.truncate(4);
+    batch[3].sha256 = batch[1].sha256.clone();
+    batch[3].size = batch[1].size;
+    let lease = LeaseRequest {
+        taker: Taker {
+            worker: worker.clone(),
+            lock_key,
+            lease: Duration::from_secs(600),
+        },
+        room: 2,
+    };
+    let written = registrar
+        .write_batch_leasing("one", &batch, &[], &[], Some(&lease))
+        .await
+        .unwrap();
+    assert_eq!(written.outcome.created, 4);
+    assert_eq!(written.outcome.new_contents, 3);
+    let mut leased = written.leased;
+    leased.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+    assert_eq!(leased.len(), 2, "as many as the room allows: {leased:?}");
+    for item in &leased {
+        let files: Vec<&Registration> = batch.iter().filter(|r| r.sha256 == item.sha256).collect();
+        assert_eq!(item.size, files[0].size);
+        assert_eq!(item.storage_key, files[0].storage_key);
+        assert_eq!(
+            (item.attempts, item.maybe_stored, item.already_uploaded),
+            (1, false, false)
+        );
+        let mut paths: Vec<&str> = item.sources.iter().map(|s| s.path.as_str()).collect();
+        paths.sort();
+        let mut expected: Vec<&str> = files.iter().map(|r| r.path.as_str()).collect();
+        expected.sort();
+        assert_eq!(paths, expected, "every file of the batch that holds it is a source");
+        assert!(item.sources.iter().all(|s| s.root == "one"));
+    }
+    let owners: Vec<(String, Option<String>, i32)> = database
+        .client
+        .query(
+            "SELECT sha256, lease_owner, attempts FROM upload_queue ORDER BY sha256",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(owners.len(), 3);
+    assert_eq!(
+        owners
+            .iter()
+            .filter(|(_, owner, _)| owner.as_deref() == Some(worker.as_str()))
+            .count(),
+        2
+    );
+
+    // While the taker's connection lives, another uploader gets only the unleased content.
+    let roots = vec!["one".to_owned()];
+    let got = other.dequeue(10, Duration::from_secs(600), &roots).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert!(leased.iter().all(|item| item.sha256 != got[0].sha256));
+    assert!(!got[0].maybe_stored, "its first lease: the store cannot hold it");
+
+    // The taker is gone: its leases are the other uploader's at once, not after 600 s.
+    drop(taker_catalog);
+    let mut again = Vec::new();
+    for _ in 0..50 {
+        again = other.dequeue(10, Duration::from_secs(600), &roots).await.unwrap();
+        if !again.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    again.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+    let shas = |items: &[QueueItem]| items.iter().map(|i| i.sha256.clone()).collect::<Vec<_>>();
+    assert_eq!(shas(&again), shas(&leased));
+    assert!(again.iter().all(|item| item.maybe_stored && item.attempts == 2));
+
+    // Without a lease request nothing is leased.
+    let written = registrar
+        .write_batch_leasing("one", &registrations(1, 1, "x")[..3], &[], &[], None)
+        .await
+        .unwrap();
+    assert_eq!((written.outcome.new_contents, written.leased.len()), (3, 0));
 }

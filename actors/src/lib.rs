@@ -31,6 +31,7 @@ pub mod scan;
 pub mod store;
 pub mod upload;
 pub mod upload_controls;
+pub mod upload_handoff;
 pub mod upload_inflight;
 pub mod verify;
 

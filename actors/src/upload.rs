@@ -7,6 +7,7 @@ use crate::daemon::supervisor::Liveness;
 use crate::pathenc;
 use crate::store::{Content, Integrity, ObjectStore, StoreError};
 use crate::upload_controls::UploadKnobs;
+use crate::upload_handoff::{Handoff, Taker};
 use crate::upload_inflight::InFlight;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::Serialize;
@@ -122,7 +123,18 @@ pub struct Uploader {
     root_labels: Vec<String>,
     settings: UploadSettings,
     pub counters: Arc<UploadCounters>,
+    /// New contents the registrar leased to this uploader, see [`crate::upload_handoff`].
+    handoff: Arc<Handoff>,
     log: Logger,
+}
+
+/// Takes the hand-overs while it lives; none are made to an uploader whose run has ended.
+struct Taking<'a>(&'a Handoff);
+
+impl Drop for Taking<'_> {
+    fn drop(&mut self) {
+        self.0.set_taker(None);
+    }
 }
 
 enum ItemOutcome {
@@ -154,6 +166,7 @@ impl Uploader {
         roots: HashMap<String, PathBuf>,
         settings: UploadSettings,
         counters: Arc<UploadCounters>,
+        handoff: Arc<Handoff>,
         log: Logger,
     ) -> Uploader {
         let mut root_labels: Vec<String> = roots.keys().cloned().collect();
@@ -165,6 +178,7 @@ impl Uploader {
             root_labels,
             settings,
             counters,
+            handoff,
             log,
         }
     }
@@ -225,6 +239,17 @@ impl Uploader {
         let mut last_failure_sweep = Instant::now().checked_sub(FAILURE_SWEEP).unwrap_or_else(Instant::now);
         let mut granted = knobs.limiter.granted();
         let mut admission = InFlight::new(knobs.concurrency());
+        let (worker, lock_key) = self.catalog.lease_identity().await?;
+        let taker = Taker {
+            worker,
+            lock_key,
+            lease: self.settings.lease,
+        };
+        let _taking = Taking(&self.handoff);
+        // When we stop taking hand-overs, what was handed over and not taken is still leased
+        // to us: given back (`release_due`), and once more before taking again, for a batch
+        // leased to us before we stopped and committed after (`stray_leases`).
+        let (mut release_due, mut stray_leases) = (false, false);
         loop {
             liveness.set_work(in_flight.len() as u64);
             if knobs.limiter.granted() != granted {
@@ -248,7 +273,18 @@ impl Uploader {
             let stopping = store_down.is_some()
                 || control.stop.load(Ordering::SeqCst)
                 || (!control.producing.load(Ordering::SeqCst) && !control.drain);
-            if !stopping && open && ready.len() < slots && Instant::now() >= next_poll {
+            let taking = !stopping && open;
+            if self.handoff.set_taker(taking.then(|| taker.clone())) {
+                if !taking {
+                    (release_due, stray_leases) = (true, true);
+                } else if std::mem::take(&mut stray_leases) && ready.is_empty() && in_flight.is_empty() {
+                    self.catalog.release_leases().await?;
+                }
+            }
+            if taking && ready.len() < slots {
+                ready.extend(self.handoff.take(slots.max(LEASE_AT_LEAST) - ready.len()));
+            }
+            if taking && ready.len() < slots && Instant::now() >= next_poll {
                 let want = slots.max(LEASE_AT_LEAST);
                 let leased = self.lease(want as i32).await?;
                 if leased.len() < want {
@@ -270,7 +306,8 @@ impl Uploader {
                     }
                     let Some(item) = ready.pop_front() else { break };
                     admission.start(item.size);
-                    in_flight.push(self.transfer(item, &knobs));
+                    // Boxed: the transfer's state is large, and pushing it by value copied it.
+                    in_flight.push(Box::pin(self.transfer(item, &knobs)));
                 }
                 self.counters
                     .in_flight_peak
@@ -289,7 +326,7 @@ impl Uploader {
                 }
                 if !open {
                     // Held by the window: give the leases back, look again in a second.
-                    if !ready.is_empty() {
+                    if !ready.is_empty() || std::mem::take(&mut release_due) {
                         ready.clear();
                         self.catalog.release_leases().await?;
                     }
@@ -298,6 +335,7 @@ impl Uploader {
                 tokio::select! {
                     _ = tokio::time::sleep_until(next_poll.into()) => {}
                     _ = control.wake.notified() => {}
+                    _ = self.handoff.arrived.notified() => {}
                 }
                 continue;
             }

@@ -18,7 +18,7 @@ mod verify;
 
 pub use history::{HistoryEntry, MomentCheck};
 pub use queue::{QueueItem, SourceFile};
-pub use register::{BatchOutcome, Deletion, Move, Registration};
+pub use register::{BatchOutcome, BatchWritten, Deletion, Move, Registration};
 pub use status::{ProcessStatus, QueueCounts, ScanRecord, StatusReport, StoreCheck};
 pub use tls::Target;
 pub use verify::{StoredContent, VERIFY_PAGE};

@@ -72,6 +72,13 @@ impl Catalog {
         Ok(rows.iter().map(queue_item).collect())
     }
 
+    /// The name this connection leases under and the key of the advisory lock it holds
+    /// while it lives (taken now if it is not yet): what the registrar leases new contents
+    /// to (see [`crate::upload_handoff`]).
+    pub async fn lease_identity(&self) -> Result<(String, i64), CatalogError> {
+        Ok((self.worker.clone(), self.liveness_lock().await?))
+    }
+
     /// The advisory lock this connection holds while it lives (taken on first use); the
     /// queue reclaims our leases as soon as it is gone.
     async fn liveness_lock(&self) -> Result<i64, CatalogError> {

@@ -8,8 +8,10 @@
 //! several roots, the watcher and upload marks on overlapping contents. A deadlock or
 //! serialization failure from anywhere else is retried with the whole transaction.
 
-use super::{Catalog, CatalogError};
+use super::{Catalog, CatalogError, QueueItem, SourceFile};
 use crate::pathenc::PathEncoding;
+use crate::upload_handoff::LeaseRequest;
+use std::collections::HashMap;
 
 /// A file whose content is known (hashed now, or carried over from a moved row).
 #[derive(Clone, Debug)]
@@ -79,23 +81,36 @@ const UPSERT_CONTENTS: &str = "
         INSERT INTO file_contents (sha256, size, storage_key)
         SELECT sha256, size, storage_key FROM input ORDER BY sha256
         ON CONFLICT (sha256) DO NOTHING
-        RETURNING sha256),
+        RETURNING sha256, size, storage_key),
     queued AS (
         -- A content this catalog sees for the first time cannot be stored yet (no HEAD needed
         -- at its first upload); one it knew may be.
-        INSERT INTO upload_queue (sha256, maybe_stored)
-        SELECT sha256, bool_or(known) FROM (
-            SELECT l.sha256, true AS known FROM locked l WHERE l.uploaded_at IS NULL OR l.purging_since IS NOT NULL
-            UNION ALL SELECT sha256, false FROM inserted) wanted
-        GROUP BY sha256
+        -- With a taker ($4, see upload_handoff), up to $7 of the new contents are queued
+        -- already leased to it, their first attempt counted; the uploader is handed them.
+        INSERT INTO upload_queue (sha256, maybe_stored, lease_owner, lease_expires_at, lease_lock, attempts)
+        SELECT sha256, known OR taken, CASE WHEN taken THEN $4::text END,
+               CASE WHEN taken THEN now() + $6::text::interval END,
+               CASE WHEN taken THEN $5::int8 END, CASE WHEN taken THEN 1 ELSE 0 END
+          FROM (SELECT sha256, known,
+                       $4::text IS NOT NULL AND NOT known AND row_number() OVER (ORDER BY sha256) <= $7::int8 AS taken
+                  FROM (SELECT sha256, bool_or(known) AS known FROM (
+                            SELECT l.sha256, true AS known FROM locked l
+                             WHERE l.uploaded_at IS NULL OR l.purging_since IS NOT NULL
+                            UNION ALL SELECT sha256, false FROM inserted) wanted
+                         GROUP BY sha256) grouped) w
         ORDER BY sha256
         ON CONFLICT (sha256) DO UPDATE
            SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
          WHERE upload_queue.state = 'failed'
-        RETURNING sha256)
+        RETURNING sha256, $4::text IS NOT NULL AND lease_owner IS NOT DISTINCT FROM $4::text AS taken),
+    taken AS MATERIALIZED (
+        SELECT i.sha256, i.size, i.storage_key FROM queued q JOIN inserted i USING (sha256) WHERE q.taken)
     SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM queued),
            (SELECT coalesce(array_agg(sha256), '{}') FROM locked
-             WHERE gc_marked_at IS NOT NULL OR purging_since IS NOT NULL)";
+             WHERE gc_marked_at IS NOT NULL OR purging_since IS NOT NULL),
+           (SELECT coalesce(array_agg(sha256 ORDER BY sha256), '{}') FROM taken),
+           (SELECT coalesce(array_agg(size ORDER BY sha256), '{}') FROM taken),
+           (SELECT coalesce(array_agg(storage_key ORDER BY sha256), '{}') FROM taken)";
 
 /// Contents registered again while retention had marked them (or was deleting their
 /// object): unmarked, and a content whose object may be gone is no longer counted as stored
@@ -193,23 +208,43 @@ impl Catalog {
         moves: &[Move],
         deletions: &[Deletion],
     ) -> Result<BatchOutcome, CatalogError> {
+        let written = self
+            .write_batch_leasing(root, registrations, moves, deletions, None)
+            .await?;
+        Ok(written.outcome)
+    }
+
+    /// [`write_batch`](Catalog::write_batch), and with `lease`, up to `lease.room` of the
+    /// contents new to the catalog are queued already leased to `lease.taker`: returned as
+    /// queue items, with the files of this batch that hold them as their sources.
+    pub async fn write_batch_leasing(
+        &mut self,
+        root: &str,
+        registrations: &[Registration],
+        moves: &[Move],
+        deletions: &[Deletion],
+        lease: Option<&LeaseRequest>,
+    ) -> Result<BatchWritten, CatalogError> {
         let mut attempt = 1;
         loop {
             let (timeout, canceller) = (self.client.timeout(), self.client.canceller());
-            let once = self.write_batch_once(root, registrations, moves, deletions);
+            let once = self.write_batch_once(root, registrations, moves, deletions, lease);
             match canceller.on_timeout(super::bounded::bounded(timeout, once).await) {
                 Err(error) if error.is_transient() && attempt < TRANSIENT_ATTEMPTS => {
                     attempt += 1;
                     let pause = std::time::Duration::from_millis(rand::random_range(10..100) * attempt as u64);
                     tokio::time::sleep(pause).await;
                 }
-                Ok(outcome) => {
-                    return Ok(BatchOutcome {
-                        retries: (attempt - 1) as u64,
-                        ..outcome
+                Ok((outcome, taken)) => {
+                    return Ok(BatchWritten {
+                        outcome: BatchOutcome {
+                            retries: (attempt - 1) as u64,
+                            ..outcome
+                        },
+                        leased: leased_items(root, registrations, taken),
                     })
                 }
-                error => return error,
+                Err(error) => return Err(error),
             }
         }
     }
@@ -220,8 +255,10 @@ impl Catalog {
         registrations: &[Registration],
         moves: &[Move],
         deletions: &[Deletion],
-    ) -> Result<BatchOutcome, CatalogError> {
+        lease: Option<&LeaseRequest>,
+    ) -> Result<(BatchOutcome, Vec<Taken>), CatalogError> {
         let agent = self.agent.clone();
+        let mut taken = Vec::new();
         let mut transaction = self.client.inner_mut().transaction().await?;
         if crate::hooks::inject_deadlock(root) {
             transaction.batch_execute(INJECTED_DEADLOCK).await?;
@@ -255,8 +292,29 @@ impl Catalog {
             let shas: Vec<&str> = registrations.iter().map(|r| r.sha256.as_str()).collect();
             let sizes: Vec<i64> = registrations.iter().map(|r| r.size as i64).collect();
             let keys: Vec<&str> = registrations.iter().map(|r| r.storage_key.as_str()).collect();
-            let row = transaction.query_one(UPSERT_CONTENTS, &[&shas, &sizes, &keys]).await?;
+            let worker = lease.map(|l| l.taker.worker.as_str());
+            let lock_key = lease.map(|l| l.taker.lock_key);
+            let duration = lease.map(|l| format!("{} milliseconds", l.taker.lease.as_millis()));
+            let room = lease.map_or(0, |l| l.room as i64);
+            let row = transaction
+                .query_one(
+                    UPSERT_CONTENTS,
+                    &[&shas, &sizes, &keys, &worker, &lock_key, &duration, &room],
+                )
+                .await?;
             outcome.new_contents = row.get::<_, i64>(0) as u64;
+            let (taken_shas, taken_sizes, taken_keys): (Vec<String>, Vec<i64>, Vec<String>) =
+                (row.get(3), row.get(4), row.get(5));
+            taken = taken_shas
+                .into_iter()
+                .zip(taken_sizes)
+                .zip(taken_keys)
+                .map(|((sha256, size), storage_key)| Taken {
+                    sha256,
+                    size: size as u64,
+                    storage_key,
+                })
+                .collect();
             let marked: Vec<String> = row.get(2);
             if !marked.is_empty() {
                 transaction.execute(UNMARK_CONTENTS, &[&marked]).await?;
@@ -297,8 +355,57 @@ impl Catalog {
             outcome.deleted = transaction.execute(SOFT_DELETE, &[&root, &ids, &agent]).await?;
         }
         transaction.commit().await?;
-        Ok(outcome)
+        Ok((outcome, taken))
     }
+}
+
+/// What a batch changed, and the new contents it leased (see [`Catalog::write_batch_leasing`]).
+#[derive(Debug, Default)]
+pub struct BatchWritten {
+    pub outcome: BatchOutcome,
+    pub leased: Vec<QueueItem>,
+}
+
+/// A content queued leased to the taker, as file_contents holds it.
+struct Taken {
+    sha256: String,
+    size: u64,
+    storage_key: String,
+}
+
+/// Queue items of the leased contents, each with the files of the batch that hold it.
+fn leased_items(root: &str, registrations: &[Registration], taken: Vec<Taken>) -> Vec<QueueItem> {
+    if taken.is_empty() {
+        return Vec::new();
+    }
+    let mut items: HashMap<String, QueueItem> = taken
+        .into_iter()
+        .map(|taken| {
+            let item = QueueItem {
+                sha256: taken.sha256.clone(),
+                size: taken.size,
+                storage_key: taken.storage_key,
+                attempts: 1,
+                already_uploaded: false,
+                maybe_stored: false,
+                sources: Vec::new(),
+            };
+            (taken.sha256, item)
+        })
+        .collect();
+    for registration in registrations {
+        if let Some(item) = items.get_mut(&registration.sha256) {
+            item.sources.push(SourceFile {
+                root: root.to_owned(),
+                path: registration.path.clone(),
+                encoding: registration.encoding,
+                size: registration.size,
+                mtime_ns: registration.mtime_ns,
+                inode: registration.inode,
+            });
+        }
+    }
+    items.into_values().collect()
 }
 
 /// Column arrays of a batch of registrations, as the `unnest` statements take them.

@@ -61,6 +61,7 @@ use crate::scan::{RootSpec, ScanContext, ScanOptions, ScanProgress};
 use crate::store::ObjectStore;
 use crate::upload::{UploadControl, UploadCounters, UploadSettings};
 use crate::upload_controls::{UploadKnobs, UploadWindow};
+use crate::upload_handoff::Handoff;
 use actix::prelude::*;
 use coordinator::Coordinator;
 use debouncer::DebounceActor;
@@ -301,6 +302,8 @@ pub(crate) struct Wiring {
     hasher_arbiter: ArbiterHandle,
     scanner: Slot<ScannerActor>,
     debouncer: Slot<DebounceActor>,
+    /// New contents from the registrar to the uploader (see `upload_handoff`).
+    handoff: Arc<Handoff>,
     log: Logger,
 }
 
@@ -313,6 +316,7 @@ impl Wiring {
             hasher_arbiter: Arbiter::new().handle(),
             scanner: Slot::default(),
             debouncer: Slot::default(),
+            handoff: Arc::default(),
             log,
         }
     }
@@ -403,6 +407,7 @@ impl Wiring {
         let live = self.live.clone();
         let counters = self.observed.uploads.clone();
         let knobs = self.observed.knobs.clone();
+        let handoff = self.handoff.clone();
         let log = self.log.new(slog::o!("actor" => "uploader"));
         ChildSpec {
             name: "uploader".into(),
@@ -424,6 +429,7 @@ impl Wiring {
                         stop_when_store_down: settings.once.is_none(),
                         ..settings.upload.clone()
                     },
+                    handoff: handoff.clone(),
                 });
                 let (counters, log) = (counters.clone(), log.clone());
                 let once = settings.once.clone();
@@ -482,14 +488,16 @@ impl Wiring {
     fn registrar(&self, slot: Slot<RegistrarActor>) -> ChildSpec {
         let arbiter = Arbiter::new();
         let live = self.live.clone();
+        let handoff = self.handoff.clone();
         ChildSpec {
             name: "registrar".into(),
             stop_order: 1,
             factory: Box::new(move |guard| {
                 let settings = current(&live);
                 let (database, agent) = (settings.database.clone(), settings.agent.clone());
+                let handoff = handoff.clone();
                 let address = RegistrarActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                    RegistrarActor::new(guard, database, agent)
+                    RegistrarActor::new(guard, database, agent, handoff)
                 });
                 slot.set(address.clone());
                 address.recipient()

@@ -5,6 +5,7 @@
 use super::supervisor::{ChildGuard, StopChild};
 use crate::catalog::{BatchOutcome, Catalog, Target};
 use crate::scan::Batch;
+use crate::upload_handoff::Handoff;
 use actix::prelude::*;
 use std::sync::Arc;
 
@@ -24,15 +25,18 @@ pub struct RegistrarActor {
     database: Target,
     agent: String,
     catalog: Option<Catalog>,
+    /// Where the new contents leased to this process's uploader go (see `upload_handoff`).
+    handoff: Arc<Handoff>,
 }
 
 impl RegistrarActor {
-    pub fn new(guard: ChildGuard, database: Target, agent: String) -> RegistrarActor {
+    pub fn new(guard: ChildGuard, database: Target, agent: String, handoff: Arc<Handoff>) -> RegistrarActor {
         RegistrarActor {
             guard,
             database,
             agent,
             catalog: None,
+            handoff,
         }
     }
 
@@ -71,6 +75,7 @@ impl Handler<WriteBatch> for RegistrarActor {
         crate::hooks::maybe_panic_in("registrar");
         let catalog = self.catalog.take();
         let liveness = self.guard.liveness();
+        let handoff = self.handoff.clone();
         liveness.begin();
         AtomicResponse::new(Box::pin(
             async move {
@@ -78,9 +83,22 @@ impl Handler<WriteBatch> for RegistrarActor {
                     return (None, Err("the registrar has no catalog connection".to_owned()));
                 };
                 let batch = &message.batch;
+                let lease = handoff.request();
                 let result = catalog
-                    .write_batch(&message.root, &batch.registrations, &batch.moves, &batch.deletions)
+                    .write_batch_leasing(
+                        &message.root,
+                        &batch.registrations,
+                        &batch.moves,
+                        &batch.deletions,
+                        lease.as_ref(),
+                    )
                     .await
+                    .map(|written| {
+                        if let Some(lease) = &lease {
+                            handoff.hand_over(&lease.taker, written.leased);
+                        }
+                        written.outcome
+                    })
                     .map_err(|error| error.detail());
                 (Some(catalog), result)
             }

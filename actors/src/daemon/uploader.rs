@@ -10,6 +10,7 @@ use super::OnceRun;
 use crate::catalog::{Catalog, Target};
 use crate::store::ObjectStore;
 use crate::upload::{UploadControl, UploadCounters, UploadError, UploadSettings, Uploader};
+use crate::upload_handoff::Handoff;
 use actix::prelude::*;
 use slog::{info, Logger};
 use std::collections::HashMap;
@@ -28,6 +29,7 @@ pub struct UploaderSettings {
     pub store: ObjectStore,
     pub roots: HashMap<String, PathBuf>,
     pub upload: UploadSettings,
+    pub handoff: Arc<Handoff>,
 }
 
 pub struct UploaderActor {
@@ -117,6 +119,7 @@ impl Actor for UploaderActor {
                     settings.roots.clone(),
                     settings.upload.clone(),
                     counters,
+                    settings.handoff.clone(),
                     log,
                 );
                 // Reaches the store and decides how its uploads are verified.

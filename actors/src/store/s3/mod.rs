@@ -267,7 +267,9 @@ impl S3Store {
     pub async fn put_file(&self, content: &Content, source: &Path, limiter: &RateLimiter) -> Result<(), StoreError> {
         let integrity = self.integrity();
         if content.size >= self.multipart_threshold {
-            self.put_multipart(content, source, limiter, &integrity).await?;
+            // Boxed, as the SDK's path and the read-back below: their states are large, and
+            // the small PUT's future, moved into its timeout, stays small.
+            Box::pin(self.put_multipart(content, source, limiter, &integrity)).await?;
         } else {
             limiter.acquire(content.size).await;
             let body = small_file_body(source, content.size).await?;
@@ -294,7 +296,7 @@ impl S3Store {
                             .content_length(content.size as i64)
                             .set_checksum_sha256(checksum)
                             .body(ByteStream::from(body));
-                        signed(payload, request.send())
+                        Box::pin(signed(payload, request.send()))
                             .await
                             .map(|_| ())
                             .map_err(|error| classify("PUT", &content.key, error))
@@ -304,7 +306,7 @@ impl S3Store {
             self.bounded("PUT", &content.key, content.size, sent).await?;
         }
         if integrity.read_back {
-            self.check_read_back(content).await?;
+            Box::pin(self.check_read_back(content)).await?;
         }
         Ok(())
     }
@@ -569,15 +571,26 @@ impl S3Store {
     }
 }
 
-/// The whole file in memory, read in one blocking call (files below the multipart threshold
+/// Files up to this size are read on the uploader's thread when the kernel has every byte
+/// (and the path) cached: a copy of at most about 100 µs, where the blocking pool's two
+/// thread hand-overs cost more than the read itself.
+const CACHED_READ_LIMIT: u64 = 1 << 20;
+
+/// The whole file in memory: from the page cache without blocking where it can be (see
+/// [`crate::fs::read_cached`]), else read in one blocking call (files below the multipart threshold
 /// are small; streaming them through tokio's file reader costs a thread hop per chunk). A file
 /// whose length is no longer the registered size is reported as changed.
 async fn small_file_body(source: &Path, size: u64) -> Result<bytes::Bytes, StoreError> {
-    let path = source.to_path_buf();
-    let bytes = tokio::task::spawn_blocking(move || std::fs::read(&path))
-        .await
-        .map_err(|error| StoreError::Other(format!("read task failed: {error}")))?
-        .map_err(|error| StoreError::Other(format!("read {}: {error}", source.display())))?;
+    let bytes = match crate::fs::read_cached(source, size, CACHED_READ_LIMIT) {
+        Some(bytes) => bytes,
+        None => {
+            let path = source.to_path_buf();
+            tokio::task::spawn_blocking(move || std::fs::read(&path))
+                .await
+                .map_err(|error| StoreError::Other(format!("read task failed: {error}")))?
+                .map_err(|error| StoreError::Other(format!("read {}: {error}", source.display())))?
+        }
+    };
     if bytes.len() as u64 != size {
         return Err(StoreError::ContentMismatch(format!(
             "{} now has {} bytes, registered {size}",

@@ -7,9 +7,24 @@
 //! It needs Linux 5.12 or newer: `openat2` with `RESOLVE_CACHED` (the path lookup fails with
 //! EAGAIN instead of reading a directory or inode from disk) and `preadv2` with `RWF_NOWAIT`
 //! (the read fails with EAGAIN instead of waiting for a page). On older kernels both calls
-//! fail and every read takes the blocking way, as before.
+//! fail with ENOSYS or EINVAL; the first such failure is remembered for the process, and
+//! every later read takes the blocking way at once (as before this existed).
 
 use std::path::Path;
+#[cfg(target_os = "linux")]
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once `openat2` has shown that this kernel lacks it or `RESOLVE_CACHED`.
+#[cfg(target_os = "linux")]
+static KERNEL_LACKS_IT: AtomicBool = AtomicBool::new(false);
+
+/// Whether an `openat2` failure says the kernel cannot do this at all (before 5.6 it has no
+/// `openat2`: ENOSYS; before 5.12 no `RESOLVE_CACHED`: EINVAL), rather than that this one
+/// path is not cached (EAGAIN) or not there.
+#[cfg(target_os = "linux")]
+fn says_kernel_lacks_it(error: rustix::io::Errno) -> bool {
+    error == rustix::io::Errno::NOSYS || error == rustix::io::Errno::INVAL
+}
 
 /// The file's bytes, if it could be read whole without waiting and is at most `limit` bytes.
 /// `size` is what the file is expected to hold: one byte more is asked for, so that a file
@@ -19,17 +34,24 @@ use std::path::Path;
 pub fn read_cached(path: &Path, size: u64, limit: u64) -> Option<Vec<u8>> {
     use rustix::fs::{openat2, Mode, OFlags, ResolveFlags, CWD};
     use std::os::fd::AsRawFd;
-    if size > limit {
+    if size > limit || KERNEL_LACKS_IT.load(Ordering::Relaxed) {
         return None;
     }
-    let file = openat2(
+    let file = match openat2(
         CWD,
         path,
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
         ResolveFlags::CACHED,
-    )
-    .ok()?;
+    ) {
+        Ok(file) => file,
+        Err(error) => {
+            if says_kernel_lacks_it(error) {
+                KERNEL_LACKS_IT.store(true, Ordering::Relaxed);
+            }
+            return None;
+        }
+    };
     let wanted = size as usize + 1;
     let mut bytes: Vec<u8> = Vec::with_capacity(wanted);
     while bytes.len() < wanted {
@@ -72,5 +94,17 @@ mod tests {
         assert_eq!(read_cached(&path, 1000, 1 << 20).unwrap().len(), 1001);
         assert!(read_cached(&path, data.len() as u64, 1000).is_none(), "over the limit");
         assert!(read_cached(&dir.path().join("missing"), 10, 1 << 20).is_none());
+        // Neither a missing file nor an uncached path turns the cached reads off.
+        assert!(!KERNEL_LACKS_IT.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn only_a_kernel_without_the_call_or_the_flag_turns_cached_reads_off() {
+        use rustix::io::Errno;
+        assert!(says_kernel_lacks_it(Errno::NOSYS));
+        assert!(says_kernel_lacks_it(Errno::INVAL));
+        for per_path in [Errno::AGAIN, Errno::NOENT, Errno::ACCESS, Errno::LOOP, Errno::NOTDIR] {
+            assert!(!says_kernel_lacks_it(per_path), "{per_path:?}");
+        }
     }
 }

@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "cheaper_leases",
         include_str!("../../../migrations/0013_cheaper_leases.sql"),
     ),
+    (
+        14,
+        "link_triggers_skip_empty",
+        include_str!("../../../migrations/0014_link_triggers_skip_empty.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).

@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "link_triggers_skip_empty",
         include_str!("../../../migrations/0014_link_triggers_skip_empty.sql"),
     ),
+    (
+        15,
+        "leases_planned_with_their_values",
+        include_str!("../../../migrations/0015_leases_planned_with_their_values.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).

@@ -53,6 +53,19 @@ async fn links(database: &Database) -> BTreeMap<String, (Option<String>, Option<
         .collect()
 }
 
+/// path -> (row version, linked_at) of its link row.
+async fn link_versions(database: &Database) -> BTreeMap<String, (String, String)> {
+    let rows = database
+        .client
+        .query(
+            "SELECT f.path, l.xmin::text, l.linked_at::text FROM file_links l JOIN files f ON f.id = l.file_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|row| (row.get(0), (row.get(1), row.get(2)))).collect()
+}
+
 fn link(
     project: &str,
     building: Option<&str>,
@@ -125,6 +138,7 @@ async fn rule_priority_decides_and_a_rule_change_is_reapplied() {
         link("2023-001", None, None)
     );
     assert_eq!(found["Archiv/2020-009 Alt/y.pdf"], link("2020-009", None, None));
+    let before = link_versions(&database).await;
 
     // The office lowers its rule below the defaults and re-applies all rules.
     database
@@ -139,6 +153,12 @@ async fn rule_priority_decides_and_a_rule_change_is_reapplied() {
         link("2023-001", Some("Haus A"), Some(400))
     );
     assert_eq!(found["Archiv/2020-009 Alt/y.pdf"], link("2020-009", None, None));
+    // Only the link that changed was written (a new row version and linked_at); the other
+    // keeps the version and the time it was linked at.
+    let after = link_versions(&database).await;
+    let changed = "Projekte/2023-001 Bad/Haus A/KG 400/x.pdf";
+    assert_ne!(after[changed], before[changed]);
+    assert_eq!(after["Archiv/2020-009 Alt/y.pdf"], before["Archiv/2020-009 Alt/y.pdf"]);
 
     // Deleting a rule keeps the links it made, without a dangling rule id.
     database

@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "leases_planned_with_their_values",
         include_str!("../../../migrations/0015_leases_planned_with_their_values.sql"),
     ),
+    (
+        16,
+        "relink_only_what_changed",
+        include_str!("../../../migrations/0016_relink_only_what_changed.sql"),
+    ),
 ];
 
 /// Key of the advisory lock that serialises migrations (any constant shared by all agents).

@@ -2,7 +2,7 @@
 //! or actor thread: jobs cross into plain threads over bounded crossbeam channels and the
 //! answer comes back on a oneshot channel that async code can await.
 //!
-//! [`HashThread`] is one thread with a one-slot job channel; each hasher actor owns one (a
+//! [`HashThread`] is one thread with a small job channel; each hasher actor owns one (a
 //! panic kills only that thread, and its actor is restarted with a new one).
 
 use crate::fs::{hash_file_with, HashError, Hashed};
@@ -21,7 +21,14 @@ const ATTEMPTS_ON_CHANGE: u32 = 3;
 pub struct ThreadJob {
     pub path: PathBuf,
     pub reply: oneshot::Sender<Result<Hashed, HashError>>,
+    /// Dropped once the job is answered (or skipped, or lost with the thread): what its
+    /// submitter holds for it, such as its place in the thread's queue.
+    pub held: Box<dyn Send>,
 }
+
+/// Jobs a thread's channel holds besides the one it works on. Its hasher lets no more in
+/// (see `daemon::hasher`), so a submission never finds it full.
+pub const QUEUED_JOBS: usize = 2;
 
 /// Counters shared with progress displays and metrics.
 #[derive(Debug, Default)]
@@ -36,6 +43,10 @@ pub struct HashCounters {
 /// read so far, file after file, as they are read.
 fn serve(jobs: Receiver<ThreadJob>, counters: Arc<HashCounters>, read: Arc<AtomicU64>) {
     for job in jobs {
+        if job.reply.is_closed() {
+            // The requester gave up (a scan cut short) while the job waited.
+            continue;
+        }
         crate::hooks::maybe_panic_hashing(&job.path);
         let result = hash_with_retries(&job.path, &read, counters.metadata.load(Ordering::Relaxed));
         if let Ok(hashed) = &result {
@@ -47,9 +58,10 @@ fn serve(jobs: Receiver<ThreadJob>, counters: Arc<HashCounters>, read: Arc<Atomi
     }
 }
 
-/// One hashing thread with room for one waiting job.
-/// Dropping it closes the channel: the thread ends after its current file, unjoined, so a
-/// restart never waits for a large file to finish.
+/// One hashing thread with room for [`QUEUED_JOBS`] waiting jobs, so that it goes from one
+/// file to the next without waiting for its actor's thread to hand it the next.
+/// Dropping it closes the channel: the thread ends after its current file, unjoined (waiting
+/// jobs whose requester is gone are skipped), so a restart never waits for a large file.
 pub struct HashThread {
     jobs: Sender<ThreadJob>,
     /// Bytes this thread has read, updated per buffer (its progress on a large file).
@@ -59,7 +71,7 @@ pub struct HashThread {
 
 impl HashThread {
     pub fn spawn(name: String, counters: Arc<HashCounters>) -> std::io::Result<HashThread> {
-        let (jobs, receiver) = bounded::<ThreadJob>(1);
+        let (jobs, receiver) = bounded::<ThreadJob>(QUEUED_JOBS);
         let read = Arc::new(AtomicU64::new(0));
         let thread_read = read.clone();
         let thread = std::thread::Builder::new()
@@ -72,8 +84,8 @@ impl HashThread {
         })
     }
 
-    /// Hand a job to the thread without blocking. Fails (giving the job back) when the
-    /// thread is busy with a waiting job already, or gone.
+    /// Hand a job to the thread without blocking. Fails (giving the job back) when its queue
+    /// is full, or the thread is gone.
     pub fn try_submit(&self, job: ThreadJob) -> Result<(), ThreadJob> {
         self.jobs.try_send(job).map_err(|error| match error {
             TrySendError::Full(job) | TrySendError::Disconnected(job) => job,

@@ -1,35 +1,57 @@
-//! HasherActor: one hashing thread each, one file at a time. The actor never blocks its
-//! arbiter: the file is read on its own thread, and the answer comes back on a oneshot
-//! channel. If the thread dies (a panic while hashing), the actor fails and the Supervisor
-//! starts a new one with a new thread, so the pool never shrinks for good; the file that was
-//! in flight is given to another hasher by [`Hashers`].
+//! HasherActor: one hashing thread each. The actor never blocks its arbiter: the file is read
+//! on its own thread, which holds the next job while it hashes one, so it goes from file to
+//! file without waiting for the actor; the answer goes straight to the requester on a oneshot
+//! channel. If the thread dies (a panic while hashing), its jobs' answers are dropped, the
+//! files are given to another hasher by [`Hashers`], and the actor fails (at once when a job
+//! finds the thread gone, else within a second); the Supervisor starts a new one with a new
+//! thread, so the pool never shrinks for good.
 
+use super::supervisor::Liveness;
 use super::supervisor::{take_panic, ChildGuard, StopChild};
 use super::Slot;
 use crate::fs::{HashError, Hashed};
-use crate::hashing::{lost_worker, HashCounters, HashThread, ThreadJob};
+use crate::hashing::{lost_worker, HashCounters, HashThread, ThreadJob, QUEUED_JOBS};
 use actix::prelude::*;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tokio::sync::{oneshot, Semaphore};
 
-/// Hash one file. `Err(WorkerLost)` means the hasher died with it: try another.
+/// Hash one file. The answer comes on the receiver once the hashing thread has done it (a
+/// dropped sender: the thread died with it). `Err(WorkerLost)`: this hasher has no thread
+/// any more. Either way, try another.
 #[derive(Message)]
-#[rtype(result = "Result<Result<Hashed, HashError>, WorkerLost>")]
+#[rtype(result = "Result<oneshot::Receiver<Result<Hashed, HashError>>, WorkerLost>")]
 pub struct HashFile(pub PathBuf);
 
 #[derive(Debug)]
 pub struct WorkerLost;
 
-/// Messages a hasher holds besides the one it is working on.
+/// Messages a hasher holds besides the one it is handing to its thread.
 const MAILBOX: usize = 2;
+/// Jobs a hashing thread holds at once: the file it hashes and the next one. No more, so
+/// the thread's queue (of [`QUEUED_JOBS`]) never refuses one, and files wait in the
+/// mailboxes, where a sender feels the backpressure.
+const JOBS_IN_HAND: usize = 2;
+const _: () = assert!(JOBS_IN_HAND <= QUEUED_JOBS);
 
 pub struct HasherActor {
     guard: ChildGuard,
     thread: Option<HashThread>,
     thread_name: String,
     counters: Arc<HashCounters>,
+    /// A permit for each job the thread holds.
+    room: Arc<Semaphore>,
+}
+
+/// A job's work ends when its thread drops it: answered, skipped, or lost with the thread.
+struct JobInHand(Arc<Liveness>);
+
+impl Drop for JobInHand {
+    fn drop(&mut self) {
+        self.0.end();
+    }
 }
 
 impl HasherActor {
@@ -40,6 +62,7 @@ impl HasherActor {
             thread: None,
             thread_name,
             counters,
+            room: Arc::new(Semaphore::new(JOBS_IN_HAND)),
         }
     }
 
@@ -83,35 +106,32 @@ impl Actor for HasherActor {
 }
 
 impl Handler<HashFile> for HasherActor {
-    type Result = AtomicResponse<Self, Result<Result<Hashed, HashError>, WorkerLost>>;
+    type Result = AtomicResponse<Self, Result<oneshot::Receiver<Result<Hashed, HashError>>, WorkerLost>>;
 
     fn handle(&mut self, message: HashFile, _ctx: &mut Context<Self>) -> Self::Result {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let liveness = self.guard.liveness();
-        liveness.begin();
-        let submitted = match &self.thread {
-            // One job at a time (AtomicResponse), so the thread's one slot is always free.
-            Some(thread) => thread.try_submit(ThreadJob { path: message.0, reply }).is_ok(),
-            None => false,
-        };
+        let room = self.room.clone();
+        // One hand-over at a time (AtomicResponse): the next message waits in the mailbox
+        // until the thread has room for its job.
         AtomicResponse::new(Box::pin(
-            async move {
-                if !submitted {
-                    return None;
-                }
-                answer.await.ok()
-            }
-            .into_actor(self)
-            .map(move |result, actor, ctx| match result {
-                Some(result) => {
-                    liveness.end();
-                    Ok(result)
-                }
-                None => {
-                    actor.thread_failed(ctx);
-                    Err(WorkerLost)
-                }
-            }),
+            async move { room.acquire_owned().await.ok() }
+                .into_actor(self)
+                .map(move |permit, actor, ctx| {
+                    let (reply, answer) = oneshot::channel();
+                    let liveness = actor.guard.liveness();
+                    liveness.begin();
+                    let job = ThreadJob {
+                        path: message.0,
+                        reply,
+                        held: Box::new((permit, JobInHand(liveness))),
+                    };
+                    match actor.thread.as_ref().map(|thread| thread.try_submit(job)) {
+                        Some(Ok(())) => Ok(answer),
+                        _ => {
+                            actor.thread_failed(ctx);
+                            Err(WorkerLost)
+                        }
+                    }
+                }),
         ))
     }
 }
@@ -179,8 +199,10 @@ impl Hashers {
             attempt += 1;
             if let Some(hasher) = hasher {
                 // Otherwise the hasher died with the file (or was restarting): try the next.
-                if let Ok(Ok(result)) = hasher.send(HashFile(path.clone())).await {
-                    return result;
+                if let Ok(Ok(answer)) = hasher.send(HashFile(path.clone())).await {
+                    if let Ok(result) = answer.await {
+                        return result;
+                    }
                 }
             }
             if attempt % self.len().max(1) == 0 {

@@ -545,14 +545,14 @@ impl Wiring {
         let stats = self.observed.scans.clone();
         let slot = self.scanner.clone();
         let log = self.log.clone();
-        let arbiter = Arbiter::new();
+        let arbiter = self.hasher_arbiter.clone();
         ChildSpec {
             name: "scanner".into(),
             stop_order: 0,
             factory: Box::new(move |guard| {
                 let settings = scanner_settings(&current(&live), &observed, &log);
                 let (sink, stats, log) = (sink.clone(), stats.clone(), log.new(slog::o!("actor" => "scanner")));
-                let address = ScannerActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                let address = ScannerActor::start_in_arbiter(&arbiter, move |_| {
                     ScannerActor::new(guard, settings, sink, stats, log)
                 });
                 slot.set(address.clone());

@@ -15,6 +15,30 @@ pub struct LogGuard {
     _guard: slog_async::AsyncGuard,
 }
 
+/// Stdout, given whole lines: the JSON drain writes a record in many small pieces, each of
+/// which took stdout's lock on its own, so a command's summary printed meanwhile (`scan
+/// --json`) could land inside a log line. A record now reaches stdout in one locked write.
+#[derive(Default)]
+struct WholeLines {
+    pending: Vec<u8>,
+}
+
+impl std::io::Write for WholeLines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(bytes);
+        if let Some(end) = self.pending.iter().rposition(|&byte| byte == b'\n') {
+            let result = std::io::stdout().lock().write_all(&self.pending[..=end]);
+            self.pending.drain(..=end);
+            result?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout().lock().flush()
+    }
+}
+
 /// Switches the running log stream's level and format.
 #[derive(Clone)]
 pub struct LogControl {
@@ -105,7 +129,7 @@ pub fn build(config: &LogConfig) -> (Logger, LogGuard, LogControl) {
         level: Arc::new(AtomicUsize::new(level_of(&config.level).as_usize())),
         json: Arc::new(AtomicBool::new(is_json(config))),
     };
-    let as_json = slog_json::Json::new(std::io::stdout())
+    let as_json = slog_json::Json::new(WholeLines::default())
         .add_key_value(o!(
             "ts" => slog::PushFnValue(|_, serializer| serializer.emit(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string())),
             "level" => slog::FnValue(|record| record.level().as_str()),

@@ -38,6 +38,7 @@ fn registrations(round: usize, order_seed: u64, prefix: &str) -> Vec<Registratio
                 storage_key: format!("files/{sha256}.bin"),
                 sha256,
                 metadata: None,
+                parts: None,
             }
         })
         .collect()

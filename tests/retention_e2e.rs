@@ -144,6 +144,7 @@ fn registration(path: &str, content: u8) -> Registration {
         storage_key: format!("files/{sha256}.txt"),
         sha256,
         metadata: None,
+        parts: None,
     }
 }
 
@@ -239,6 +240,7 @@ async fn store_everything(database: &Database, store: &ObjectStore, dir: &std::p
             key: format!("files/{sha256}.txt"),
             size: bytes.len() as u64,
             sha256,
+            parts: None,
         };
         store.put_file(&content, &source).await.unwrap();
     }

@@ -445,3 +445,61 @@ async fn a_busy_store_is_asked_again_without_spending_attempts() {
     assert_eq!(summary["upload_failed_attempts"], 0, "{summary}");
     assert_eq!(assert_store_matches_keys(&garage.store()).await.len(), files);
 }
+
+/// A large file's parts are signed with the digests its hasher took in the same read as its
+/// hash, and nothing is hashed again for the upload: the store's check of each part is what
+/// proves the bytes sent are the bytes hashed. A file rewritten in place since (same inode,
+/// size and mtime, so the uploader's stat check passes) is refused part by part and nothing
+/// is stored under its key; hashed anew, it is stored with its new digests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_signed_with_the_hashers_digests_store_the_hashed_bytes_only() {
+    use fms_actors::fs::{hash_file_in_parts, PartLayout};
+    use fms_actors::store::{Content, StoreError};
+    use std::sync::atomic::AtomicU64;
+
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("Plan.pdf");
+    let bytes: Vec<u8> = (0..(12usize << 20) + 4321)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(&path, &bytes).unwrap();
+    let garage = Garage::start();
+    let store = garage.store();
+    let integrity = store.prepare_integrity().await.unwrap();
+    assert_eq!(integrity.mode, "server", "Garage checks signed payloads");
+    let layout = PartLayout {
+        threshold: 5 << 20,
+        part_size: 5 << 20,
+    };
+    let hash =
+        |path: &std::path::Path| hash_file_in_parts(path, &mut || {}, &AtomicU64::new(0), false, Some(layout)).unwrap();
+    let content_of = |hashed: fms_actors::fs::Hashed| Content {
+        key: format!("files/{}.pdf", hashed.sha256),
+        size: hashed.stat.size,
+        sha256: hashed.sha256,
+        parts: hashed.parts,
+    };
+
+    let hashed = hash(&path);
+    assert_eq!(hashed.parts.as_ref().unwrap().digests.len(), 3);
+    let old = content_of(hashed);
+    rewrite_in_place_keeping_stat(&path);
+    let uploads_before = garage.requests("UploadPart");
+    let error = store.put_file(&old, &path).await.unwrap_err();
+    assert!(matches!(error, StoreError::ContentMismatch(_)), "{error}");
+    assert!(
+        garage.requests("UploadPart") > uploads_before,
+        "the part went to the store, which refused it"
+    );
+    assert_eq!(
+        store.head(&old.key).await.unwrap(),
+        None,
+        "nothing stored under the old key"
+    );
+
+    let new = content_of(hash(&path));
+    store.put_file(&new, &path).await.unwrap();
+    let stored = store.read_digest(&new.key).await.unwrap();
+    assert_eq!(stored, Some((new.sha256.clone(), new.size)));
+    assert_eq!(garage.requests("CompleteMultipartUpload"), 1);
+}

@@ -38,6 +38,7 @@ async fn verify_finds_missing_and_replaced_objects_and_repair_restores_them() {
         sha256: hex::encode(Sha256::digest(std::fs::read(&forged).unwrap())),
         size,
         key: replaced.clone(),
+        parts: None,
     };
     store.put_file(&forged_content, &forged).await.unwrap();
 

@@ -489,6 +489,7 @@ impl Uploader {
             sha256: item.sha256.clone(),
             size: item.size,
             key: item.storage_key.clone(),
+            parts: item.parts.clone(),
         };
         let mut last_problem = String::new();
         for source in &item.sources {

@@ -129,6 +129,7 @@ mod tests {
             already_uploaded: false,
             maybe_stored: false,
             sources: Vec::new(),
+            parts: None,
         }
     }
 

@@ -19,6 +19,9 @@ pub struct QueueItem {
     pub maybe_stored: bool,
     /// Live files holding this content under the dequeuing agent's roots, newest first.
     pub sources: Vec<SourceFile>,
+    /// The digests of its parts, taken while it was hashed (a content handed over at its
+    /// registration; none for a leased row).
+    pub parts: Option<std::sync::Arc<crate::fs::PartDigests>>,
 }
 
 /// A live file that holds a content, with the stat it had when it was hashed.
@@ -243,5 +246,6 @@ fn queue_item(row: &tokio_postgres::Row) -> QueueItem {
         already_uploaded: row.get(4),
         maybe_stored: row.get(11),
         sources,
+        parts: None,
     }
 }

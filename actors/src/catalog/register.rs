@@ -27,6 +27,9 @@ pub struct Registration {
     pub storage_key: String,
     /// What the bytes are, when the hasher read it: written if the content has none yet.
     pub metadata: Option<Box<crate::metadata::ContentMetadata>>,
+    /// The digests of its parts, when the hasher took them (handed to the uploader with a
+    /// new content; see [`crate::fs::PartDigests`]).
+    pub parts: Option<std::sync::Arc<crate::fs::PartDigests>>,
 }
 
 /// An existing row that now lives at another path (same inode, or same content).
@@ -389,12 +392,16 @@ fn leased_items(root: &str, registrations: &[Registration], taken: Vec<Taken>) -
                 already_uploaded: false,
                 maybe_stored: false,
                 sources: Vec::new(),
+                parts: None,
             };
             (taken.sha256, item)
         })
         .collect();
     for registration in registrations {
         if let Some(item) = items.get_mut(&registration.sha256) {
+            if item.parts.is_none() {
+                item.parts = registration.parts.clone();
+            }
             item.sources.push(SourceFile {
                 root: root.to_owned(),
                 path: registration.path.clone(),

@@ -113,6 +113,7 @@ impl Handler<Reconfigure> for Coordinator {
         hashing
             .metadata
             .store(new.hash_metadata, std::sync::atomic::Ordering::Relaxed);
+        hashing.set_part_layout(new.store.part_layout());
         let actions = setting::plan(&changed, new.role, (old.hash_workers, new.hash_workers));
         for change in &actions {
             match (&change.action, change.actor.as_str()) {

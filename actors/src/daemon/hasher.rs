@@ -10,13 +10,13 @@ use super::supervisor::Liveness;
 use super::supervisor::{take_panic, ChildGuard, StopChild};
 use super::Slot;
 use crate::fs::{HashError, Hashed};
-use crate::hashing::{lost_worker, HashCounters, HashThread, ThreadJob, QUEUED_JOBS};
+use crate::hashing::{lost_worker, HashCounters, HashThread, ThreadJob};
 use actix::prelude::*;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 /// Hash one file. The answer comes on the receiver once the hashing thread has done it (a
 /// dropped sender: the thread died with it). `Err(WorkerLost)`: this hasher has no thread
@@ -28,21 +28,15 @@ pub struct HashFile(pub PathBuf);
 #[derive(Debug)]
 pub struct WorkerLost;
 
-/// Messages a hasher holds besides the one it is handing to its thread.
+/// Messages a hasher holds besides the one it is handing to its thread (which holds two:
+/// the file it hashes and the next); further files wait in the senders' `send().await`.
 const MAILBOX: usize = 2;
-/// Jobs a hashing thread holds at once: the file it hashes and the next one. No more, so
-/// the thread's queue (of [`QUEUED_JOBS`]) never refuses one, and files wait in the
-/// mailboxes, where a sender feels the backpressure.
-const JOBS_IN_HAND: usize = 2;
-const _: () = assert!(JOBS_IN_HAND <= QUEUED_JOBS);
 
 pub struct HasherActor {
     guard: ChildGuard,
     thread: Option<HashThread>,
     thread_name: String,
     counters: Arc<HashCounters>,
-    /// A permit for each job the thread holds.
-    room: Arc<Semaphore>,
 }
 
 /// A job's work ends when its thread drops it: answered, skipped, or lost with the thread.
@@ -62,7 +56,6 @@ impl HasherActor {
             thread: None,
             thread_name,
             counters,
-            room: Arc::new(Semaphore::new(JOBS_IN_HAND)),
         }
     }
 
@@ -109,30 +102,36 @@ impl Handler<HashFile> for HasherActor {
     type Result = AtomicResponse<Self, Result<oneshot::Receiver<Result<Hashed, HashError>>, WorkerLost>>;
 
     fn handle(&mut self, message: HashFile, _ctx: &mut Context<Self>) -> Self::Result {
-        let room = self.room.clone();
+        let room = self.thread.as_ref().map(HashThread::room);
         // One hand-over at a time (AtomicResponse): the next message waits in the mailbox
-        // until the thread has room for its job.
-        AtomicResponse::new(Box::pin(
-            async move { room.acquire_owned().await.ok() }
-                .into_actor(self)
-                .map(move |permit, actor, ctx| {
-                    let (reply, answer) = oneshot::channel();
-                    let liveness = actor.guard.liveness();
-                    liveness.begin();
-                    let job = ThreadJob {
-                        path: message.0,
-                        reply,
-                        held: Box::new((permit, JobInHand(liveness))),
-                    };
-                    match actor.thread.as_ref().map(|thread| thread.try_submit(job)) {
-                        Some(Ok(())) => Ok(answer),
-                        _ => {
-                            actor.thread_failed(ctx);
-                            Err(WorkerLost)
-                        }
-                    }
-                }),
-        ))
+        // until the thread has room for its job. A thread that ended closed its room.
+        let permit = async move {
+            match room {
+                Some(room) => room.acquire_owned().await.ok(),
+                None => None,
+            }
+        };
+        AtomicResponse::new(Box::pin(permit.into_actor(self).map(move |permit, actor, ctx| {
+            let Some(permit) = permit else {
+                actor.thread_failed(ctx);
+                return Err(WorkerLost);
+            };
+            let (reply, answer) = oneshot::channel();
+            let liveness = actor.guard.liveness();
+            liveness.begin();
+            let job = ThreadJob {
+                path: message.0,
+                reply,
+                held: Box::new((permit, JobInHand(liveness))),
+            };
+            match actor.thread.as_ref().map(|thread| thread.try_submit(job)) {
+                Some(Ok(())) => Ok(answer),
+                _ => {
+                    actor.thread_failed(ctx);
+                    Err(WorkerLost)
+                }
+            }
+        })))
     }
 }
 

@@ -210,12 +210,14 @@ pub struct Observed {
 impl Observed {
     /// Fresh counters for a daemon (or a one-shot run) with these settings.
     pub fn new(settings: &DaemonSettings) -> Observed {
+        let hashing = HashCounters {
+            metadata: AtomicBool::new(settings.hash_metadata),
+            ..HashCounters::default()
+        };
+        hashing.set_part_layout(settings.store.part_layout());
         Observed {
             board: HealthBoard::default(),
-            hashing: Arc::new(HashCounters {
-                metadata: AtomicBool::new(settings.hash_metadata),
-                ..HashCounters::default()
-            }),
+            hashing: Arc::new(hashing),
             uploads: Arc::default(),
             scans: Arc::default(),
             progress: Arc::default(),

@@ -8,6 +8,7 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Read size: small enough that a buffer is still in the L2 cache when it is hashed.
 const READ_BUFFER: usize = 256 << 10;
@@ -40,6 +41,70 @@ pub struct Hashed {
     pub stat: FileStat,
     /// What the bytes are, read during the same read (when asked for).
     pub metadata: Option<Box<ContentMetadata>>,
+    /// The SHA-256 of each part the store will take the file in, from the same read (when
+    /// asked for and the file is large enough to go in parts).
+    pub parts: Option<Arc<PartDigests>>,
+}
+
+/// How the object store takes a large file: in parts of `part_size` bytes (the last one
+/// shorter), for files of at least `threshold` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartLayout {
+    pub threshold: u64,
+    pub part_size: u64,
+}
+
+/// The SHA-256 of each `part_size` slice of a file, in order: what a multipart upload signs
+/// its parts with, so that it need not hash the file again (the store checks each part
+/// against its digest, and so that the bytes sent are the bytes hashed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartDigests {
+    pub part_size: u64,
+    pub digests: Vec<[u8; 32]>,
+}
+
+/// Cuts a stream of bytes into parts and hashes each.
+struct PartHasher {
+    part_size: u64,
+    filled: u64,
+    current: Sha256,
+    digests: Vec<[u8; 32]>,
+}
+
+impl PartHasher {
+    fn new(part_size: u64) -> PartHasher {
+        PartHasher {
+            part_size: part_size.max(1),
+            filled: 0,
+            current: Sha256::new(),
+            digests: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let take = ((self.part_size - self.filled) as usize).min(bytes.len());
+            self.current.update(&bytes[..take]);
+            self.filled += take as u64;
+            bytes = &bytes[take..];
+            if self.filled == self.part_size {
+                self.digests.push(self.current.finalize_reset().into());
+                self.filled = 0;
+            }
+        }
+    }
+
+    /// The parts as a multipart upload makes them: full ones, then the rest if any (one
+    /// empty part for an empty file).
+    fn finish(mut self) -> PartDigests {
+        if self.filled > 0 || self.digests.is_empty() {
+            self.digests.push(self.current.finalize().into());
+        }
+        PartDigests {
+            part_size: self.part_size,
+            digests: self.digests,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +145,18 @@ pub fn hash_file_with(
     read: &AtomicU64,
     metadata: bool,
 ) -> Result<Hashed, HashError> {
+    hash_file_in_parts(path, after_first_read, read, metadata, None)
+}
+
+/// `hash_file_with`, and with `parts` the digest of each part too, for a file large enough
+/// to go in parts.
+pub fn hash_file_in_parts(
+    path: &Path,
+    after_first_read: &mut dyn FnMut(),
+    read: &AtomicU64,
+    metadata: bool,
+    parts: Option<PartLayout>,
+) -> Result<Hashed, HashError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -92,10 +169,13 @@ pub fn hash_file_with(
     advise_sequential(&file);
     let mut head = Vec::new();
     let keep = metadata.then_some(&mut head);
+    let mut part_hasher = parts
+        .filter(|layout| before.len() >= layout.threshold)
+        .map(|layout| PartHasher::new(layout.part_size));
     let (sha256, bytes_read) = if before.len() >= OVERLAP_THRESHOLD {
-        digest_overlapped(&file, after_first_read, read, keep)?
+        digest_overlapped(&file, after_first_read, read, keep, part_hasher.as_mut())?
     } else {
-        digest_observed(&file, after_first_read, read, keep)?
+        digest_observed(&file, after_first_read, read, keep, part_hasher.as_mut())?
     };
     let metadata = metadata.then(|| {
         Box::new(crate::metadata::extract(&Source {
@@ -118,12 +198,13 @@ pub fn hash_file_with(
         sha256,
         stat: before,
         metadata,
+        parts: part_hasher.map(|hasher| Arc::new(hasher.finish())),
     })
 }
 
 /// SHA-256 of everything readable from `reader`, and how many bytes that was.
 pub fn digest(reader: impl Read) -> std::io::Result<(String, u64)> {
-    digest_observed(reader, &mut || {}, &AtomicU64::new(0), None)
+    digest_observed(reader, &mut || {}, &AtomicU64::new(0), None, None)
 }
 
 /// Copy the start of the bytes into `head`, up to HEAD_BYTES.
@@ -139,6 +220,7 @@ fn digest_observed(
     after_first_read: &mut dyn FnMut(),
     progress: &AtomicU64,
     mut head: Option<&mut Vec<u8>>,
+    mut parts: Option<&mut PartHasher>,
 ) -> std::io::Result<(String, u64)> {
     let mut hasher = Sha256::new();
     let mut buffer = READ_BUFFERS.with(|kept| std::mem::take(&mut *kept.borrow_mut()));
@@ -153,6 +235,9 @@ fn digest_observed(
         };
         hasher.update(&buffer[..read]);
         keep_head(&mut head, &buffer[..read]);
+        if let Some(parts) = parts.as_mut() {
+            parts.update(&buffer[..read]);
+        }
         if total == 0 {
             after_first_read();
         }
@@ -170,6 +255,7 @@ fn digest_overlapped(
     after_first_read: &mut dyn FnMut(),
     progress: &AtomicU64,
     mut head: Option<&mut Vec<u8>>,
+    mut parts: Option<&mut PartHasher>,
 ) -> std::io::Result<(String, u64)> {
     let (full_sender, full) = crossbeam_channel::bounded::<std::io::Result<(Vec<u8>, usize)>>(OVERLAP_BUFFERS);
     let (empty_sender, empty) = crossbeam_channel::bounded::<Vec<u8>>(OVERLAP_BUFFERS);
@@ -186,6 +272,9 @@ fn digest_overlapped(
             let (buffer, read) = message?;
             hasher.update(&buffer[..read]);
             keep_head(&mut head, &buffer[..read]);
+            if let Some(parts) = parts.as_mut() {
+                parts.update(&buffer[..read]);
+            }
             if total == 0 {
                 after_first_read();
             }
@@ -247,6 +336,34 @@ fn advise_sequential(file: &File) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn part_digests_are_those_of_the_parts_a_multipart_upload_sends() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = PartLayout {
+            threshold: 1 << 20,
+            part_size: 5 << 20,
+        };
+        // Exactly two parts, two and a bit (read overlapped), and one short part.
+        for size in [10usize << 20, (10 << 20) + 12_345, (1 << 20) + 7] {
+            let bytes: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+            let path = dir.path().join(format!("large-{size}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let hashed = hash_file_in_parts(&path, &mut || {}, &AtomicU64::new(0), false, Some(layout)).unwrap();
+            let expected: Vec<[u8; 32]> = bytes
+                .chunks(layout.part_size as usize)
+                .map(|part| Sha256::digest(part).into())
+                .collect();
+            let parts = hashed.parts.expect("a file above the threshold has parts");
+            assert_eq!(parts.part_size, layout.part_size);
+            assert_eq!(parts.digests, expected, "{size} bytes");
+            assert_eq!(hashed.sha256, hex::encode(Sha256::digest(&bytes)));
+        }
+        let small = dir.path().join("small");
+        std::fs::write(&small, vec![7u8; 1000]).unwrap();
+        let hashed = hash_file_in_parts(&small, &mut || {}, &AtomicU64::new(0), false, Some(layout)).unwrap();
+        assert!(hashed.parts.is_none(), "below the threshold: no parts");
+    }
 
     #[test]
     fn known_digests() {

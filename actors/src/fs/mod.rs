@@ -9,6 +9,9 @@ pub mod poll;
 pub mod walk;
 
 pub use cached::read_cached;
-pub use hash::{hash_file, hash_file_observed, hash_file_with, FileStat, HashError, Hashed};
+pub use hash::{
+    hash_file, hash_file_in_parts, hash_file_observed, hash_file_with, FileStat, HashError, Hashed, PartDigests,
+    PartLayout,
+};
 pub use ignore::IgnoreMatcher;
 pub use walk::{walk_root, WalkEntry, WalkOutcome};

@@ -179,6 +179,7 @@ pub fn make_registration(
         sha256,
         storage_key,
         metadata,
+        parts: None,
     }
 }
 

@@ -214,12 +214,14 @@ fn on_hashed(
         }
     }
     let key = crate::key::storage_key(&hashed.sha256, &job.relative);
-    pending.batch.registrations.push(make_registration(
+    let mut registration = make_registration(
         job.path.clone(),
         job.encoding,
         &hashed.stat,
         hashed.sha256,
         key,
         hashed.metadata,
-    ));
+    );
+    registration.parts = hashed.parts;
+    pending.batch.registrations.push(registration);
 }

@@ -168,6 +168,7 @@ mod tests {
             sha256: sha.into(),
             size: 3,
             key: format!("files/{sha}.txt"),
+            parts: None,
         };
         assert_eq!(store.head(&content.key).await.unwrap(), None);
         store.put_file(&content, &source).await.unwrap();

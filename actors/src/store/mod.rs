@@ -40,6 +40,9 @@ pub struct Content {
     pub sha256: String,
     pub size: u64,
     pub key: String,
+    /// The digests of its parts, taken while it was hashed: a multipart upload with the same
+    /// part size signs its parts with them instead of hashing the file again.
+    pub parts: Option<std::sync::Arc<crate::fs::PartDigests>>,
 }
 
 #[derive(Clone, Debug)]
@@ -123,6 +126,7 @@ impl ObjectStore {
             sha256,
             size,
             key: key.to_owned(),
+            parts: None,
         };
         match self {
             ObjectStore::S3(store) => {
@@ -191,6 +195,14 @@ impl ObjectStore {
         match self {
             ObjectStore::S3(store) => store.prepare_integrity().await,
             ObjectStore::Local(_) => Ok(Integrity::local()),
+        }
+    }
+
+    /// How it takes large files in parts (the hashers take each part's digest for it).
+    pub fn part_layout(&self) -> Option<crate::fs::PartLayout> {
+        match self {
+            ObjectStore::S3(store) => Some(store.part_layout()),
+            ObjectStore::Local(_) => None,
         }
     }
 

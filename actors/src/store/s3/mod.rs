@@ -236,6 +236,14 @@ impl S3Store {
         format!("s3 bucket {} at {}", self.bucket, self.endpoint)
     }
 
+    /// Files of at least `multipart_threshold` bytes go in parts of `part_size`.
+    pub fn part_layout(&self) -> crate::fs::PartLayout {
+        crate::fs::PartLayout {
+            threshold: self.multipart_threshold,
+            part_size: self.part_size,
+        }
+    }
+
     /// The checks in force now.
     pub fn integrity(&self) -> Integrity {
         self.integrity.read().expect("integrity lock").clone()
@@ -382,7 +390,16 @@ impl S3Store {
         let mut file = tokio::fs::File::open(source)
             .await
             .map_err(|error| StoreError::Other(format!("open {}: {error}", source.display())))?;
-        let mut whole = Sha256::new();
+        // With the digests the hasher took of this content's parts (same part size, and a
+        // store that checks them), each part is signed with its digest and nothing is hashed
+        // here: the store refuses a part whose bytes differ from what was hashed. Otherwise
+        // each part is hashed for its signature, and the whole file for its registered hash.
+        let known = content.parts.as_deref().filter(|parts| {
+            parts.part_size == self.part_size
+                && parts.digests.len() as u64 == content.size.div_ceil(self.part_size).max(1)
+                && (integrity.signed_payload || integrity.checksum_header)
+        });
+        let mut whole = known.is_none().then(Sha256::new);
         let mut parts = Vec::new();
         let mut total = 0u64;
         for part_number in 1.. {
@@ -408,18 +425,29 @@ impl S3Store {
             if chunk.is_empty() && part_number > 1 {
                 break;
             }
-            whole.update(&chunk);
+            if let Some(whole) = whole.as_mut() {
+                whole.update(&chunk);
+            }
             total += chunk.len() as u64;
+            let digest = known.and_then(|known| known.digests.get(part_number as usize - 1).copied());
             let part = self
-                .upload_part(content, upload_id, part_number, chunk, integrity)
+                .upload_part(content, upload_id, part_number, chunk, integrity, digest)
                 .await?;
             parts.push(part);
         }
-        let sha256 = hex::encode(whole.finalize());
-        if sha256 != content.sha256 || total != content.size {
+        if let Some(whole) = whole {
+            let sha256 = hex::encode(whole.finalize());
+            if sha256 != content.sha256 || total != content.size {
+                return Err(StoreError::ContentMismatch(format!(
+                    "{} now has {total} bytes with SHA-256 {sha256}",
+                    source.display()
+                )));
+            }
+        } else if total != content.size {
             return Err(StoreError::ContentMismatch(format!(
-                "{} now has {total} bytes with SHA-256 {sha256}",
-                source.display()
+                "{} now has {total} bytes, registered {}",
+                source.display(),
+                content.size
             )));
         }
         let complete = self
@@ -440,7 +468,8 @@ impl S3Store {
         Ok(())
     }
 
-    /// One part, signed with (or carrying) its own SHA-256 as the store verifies it.
+    /// One part, signed with (or carrying) its SHA-256 as the store verifies it: `known`, the
+    /// digest taken while hashing, or else its own.
     async fn upload_part(
         &self,
         content: &Content,
@@ -448,10 +477,11 @@ impl S3Store {
         part_number: i32,
         chunk: Vec<u8>,
         integrity: &Integrity,
+        known: Option<[u8; 32]>,
     ) -> Result<CompletedPart, StoreError> {
         let length = chunk.len() as u64;
         let needs_digest = integrity.signed_payload || integrity.checksum_header;
-        let digest = needs_digest.then(|| Sha256::digest(&chunk));
+        let digest: Option<[u8; 32]> = needs_digest.then(|| known.unwrap_or_else(|| Sha256::digest(&chunk).into()));
         let mut request = self
             .client
             .upload_part()

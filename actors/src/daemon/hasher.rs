@@ -10,7 +10,7 @@ use super::supervisor::Liveness;
 use super::supervisor::{take_panic, ChildGuard, StopChild};
 use super::Slot;
 use crate::fs::{HashError, Hashed};
-use crate::hashing::{lost_worker, HashCounters, HashThread, ThreadJob};
+use crate::hashing::{lost_worker, HashCounters, HashThread, ThreadJob, QUEUED_JOBS};
 use actix::prelude::*;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,13 +23,17 @@ use tokio::sync::oneshot;
 /// any more. Either way, try another.
 #[derive(Message)]
 #[rtype(result = "Result<oneshot::Receiver<Result<Hashed, HashError>>, WorkerLost>")]
-pub struct HashFile(pub PathBuf);
+pub struct HashFile {
+    pub path: PathBuf,
+    /// Its size when it was walked (see [`ThreadJob::size`]).
+    pub size: u64,
+}
 
 #[derive(Debug)]
 pub struct WorkerLost;
 
-/// Messages a hasher holds besides the one it is handing to its thread (which holds two:
-/// the file it hashes and the next); further files wait in the senders' `send().await`.
+/// Messages a hasher holds besides the one it is handing to its thread (which holds
+/// [`QUEUED_JOBS`]); further files wait in the senders' `send().await`.
 const MAILBOX: usize = 2;
 
 pub struct HasherActor {
@@ -120,7 +124,8 @@ impl Handler<HashFile> for HasherActor {
             let liveness = actor.guard.liveness();
             liveness.begin();
             let job = ThreadJob {
-                path: message.0,
+                path: message.path,
+                size: message.size,
                 reply,
                 held: Box::new((permit, JobInHand(liveness))),
             };
@@ -175,9 +180,10 @@ impl Hashers {
         self.slots.write().unwrap_or_else(|e| e.into_inner()).truncate(len);
     }
 
-    /// Requests to keep in flight: enough to fill every hasher's mailbox.
+    /// Requests to keep in flight: enough to fill every hashing thread's queue (which keeps
+    /// a few answers to send them together) and have the next one at hand.
     pub fn slots(&self) -> usize {
-        self.len().max(1) * (MAILBOX + 1)
+        self.len().max(1) * (QUEUED_JOBS + 1)
     }
 
     /// The hasher for the `n`th try of a file, if one is up.
@@ -189,7 +195,7 @@ impl Hashers {
         slots[n % slots.len()].get()
     }
 
-    pub async fn hash(&self, path: PathBuf) -> Result<Hashed, HashError> {
+    pub async fn hash(&self, path: PathBuf, size: u64) -> Result<Hashed, HashError> {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + NO_HASHER_TIMEOUT;
         let mut attempt = 0;
@@ -198,7 +204,13 @@ impl Hashers {
             attempt += 1;
             if let Some(hasher) = hasher {
                 // Otherwise the hasher died with the file (or was restarting): try the next.
-                if let Ok(Ok(answer)) = hasher.send(HashFile(path.clone())).await {
+                if let Ok(Ok(answer)) = hasher
+                    .send(HashFile {
+                        path: path.clone(),
+                        size,
+                    })
+                    .await
+                {
                     if let Ok(result) = answer.await {
                         return result;
                     }

@@ -77,8 +77,8 @@ impl ScanSink for ActorSink {
         self.hashers.slots()
     }
 
-    async fn hash(&self, path: PathBuf) -> Result<Hashed, HashError> {
-        let result = self.hashers.hash(path).await;
+    async fn hash(&self, path: PathBuf, size: u64) -> Result<Hashed, HashError> {
+        let result = self.hashers.hash(path, size).await;
         self.progress.fetch_add(1, Ordering::Relaxed);
         result
     }

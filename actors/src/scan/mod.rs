@@ -127,8 +127,9 @@ pub trait ScanSink {
     /// Hash requests a scan keeps in flight.
     fn hash_slots(&self) -> usize;
 
-    /// Hash one file (with the re-stat check and retries on change).
-    fn hash(&self, path: PathBuf) -> impl Future<Output = Result<Hashed, HashError>>;
+    /// Hash one file (with the re-stat check and retries on change); `size` is what the walk
+    /// saw.
+    fn hash(&self, path: PathBuf, size: u64) -> impl Future<Output = Result<Hashed, HashError>>;
 
     /// Write one batch in one transaction; `catalog` is the scan's own connection.
     fn write(

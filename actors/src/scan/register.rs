@@ -134,7 +134,8 @@ impl<S: ScanSink> Run<'_, S> {
             while in_flight.len() < slots && next < jobs.len() {
                 let index = next;
                 let path = base.join(&jobs[index].relative);
-                in_flight.push(async move { (index, sink.hash(path).await) });
+                let size = jobs[index].walked.size;
+                in_flight.push(async move { (index, sink.hash(path, size).await) });
                 next += 1;
             }
             let reply = match tokio::time::timeout(MAX_BATCH_AGE, in_flight.next()).await {

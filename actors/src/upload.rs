@@ -146,9 +146,13 @@ enum ItemOutcome {
     StoreDown(String),
 }
 
-/// Outcomes are recorded in the catalog in batches of this many, or this often.
-const COMMIT_BATCH: usize = 128;
-const COMMIT_INTERVAL: Duration = Duration::from_millis(200);
+/// Outcomes are recorded in the catalog in batches of this many, or this often. Each record
+/// is one statement over the queue and the contents, whose cost in a first sync is mostly
+/// per statement (plans without statistics yet): in batches of 128 every 200 ms, the
+/// uploader's PostgreSQL backend used 0.31-0.33 core-s for 10,000 files, 0.16-0.18 now.
+/// A mark lost in a crash costs one HEAD when the row is leased again.
+const COMMIT_BATCH: usize = 512;
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long to wait before asking an empty queue again.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 /// Leases ask for at least this many rows: during a first sync, a lease per batch of

@@ -261,3 +261,73 @@ async fn contents_leased_at_registration_go_to_another_uploader_when_theirs_is_g
         .unwrap();
     assert_eq!((written.outcome.new_contents, written.leased.len()), (3, 0));
 }
+
+/// A file registered with a content that is already waiting for its upload does not lock
+/// that content's queue row: the uploader marking it uploaded at that moment (which locks the
+/// row) neither waits for the registration batch nor makes it wait. A failed row is still
+/// put back on the queue by the same registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_a_content_already_waiting_leaves_its_queue_row_unlocked() {
+    let database = Database::create("waiting").await;
+    let target = Target::new(database.url.clone());
+    let mut registrar = Catalog::connect(&target, "a").await.unwrap();
+    registrar.migrate().await.unwrap();
+    let first = registrations(0, 1, "x");
+    let (waiting, failed) = (&first[0], &first[1]);
+    registrar.write_batch("one", &first[..2], &[], &[]).await.unwrap();
+    database
+        .client
+        .execute(
+            "UPDATE upload_queue SET state = 'failed', last_error = 'gave up' WHERE sha256 = $1",
+            &[&failed.sha256],
+        )
+        .await
+        .unwrap();
+
+    // The uploader's mark of the waiting content is under way: its row is locked.
+    let (mut marker, connection) = tokio_postgres::connect(&database.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mark = marker.transaction().await.unwrap();
+    mark.execute(
+        "SELECT 1 FROM upload_queue WHERE sha256 = $1 FOR UPDATE",
+        &[&waiting.sha256],
+    )
+    .await
+    .unwrap();
+
+    // Copies of both contents at new paths.
+    let copies: Vec<Registration> = [waiting, failed]
+        .into_iter()
+        .map(|original| Registration {
+            path: format!("{}-copy", original.path),
+            inode: original.inode + 10_000,
+            ..original.clone()
+        })
+        .collect();
+    let written = tokio::time::timeout(Duration::from_secs(30), registrar.write_batch("one", &copies, &[], &[]))
+        .await
+        .expect("the registration did not wait for the uploader's lock")
+        .unwrap();
+    assert_eq!(written.created, 2);
+    mark.rollback().await.unwrap();
+
+    let states: Vec<(String, String, i32)> = database
+        .client
+        .query("SELECT sha256, state, attempts FROM upload_queue ORDER BY sha256", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let mut expected = vec![
+        (waiting.sha256.clone(), "pending".to_owned(), 0),
+        (failed.sha256.clone(), "pending".to_owned(), 0),
+    ];
+    expected.sort();
+    assert_eq!(
+        states, expected,
+        "the waiting row as it was, the failed one queued again"
+    );
+}

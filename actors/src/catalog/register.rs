@@ -87,7 +87,10 @@ const UPSERT_CONTENTS: &str = "
         RETURNING sha256, size, storage_key),
     queued AS (
         -- A content this catalog sees for the first time cannot be stored yet (no HEAD needed
-        -- at its first upload); one it knew may be.
+        -- at its first upload); one it knew may be. One already waiting (pending) is left
+        -- alone: the conflict below would lock its row until this batch commits, and the
+        -- uploader's mark of it, which locks it too, waited for the batch (up to 80 ms a
+        -- time in a first sync, while no transfer started).
         -- With a taker ($4, see upload_handoff), up to $7 of the new contents are queued
         -- already leased to it, their first attempt counted; the uploader is handed them.
         INSERT INTO upload_queue (sha256, maybe_stored, lease_owner, lease_expires_at, lease_lock, attempts)
@@ -98,7 +101,9 @@ const UPSERT_CONTENTS: &str = "
                        $4::text IS NOT NULL AND NOT known AND row_number() OVER (ORDER BY sha256) <= $7::int8 AS taken
                   FROM (SELECT sha256, bool_or(known) AS known FROM (
                             SELECT l.sha256, true AS known FROM locked l
-                             WHERE l.uploaded_at IS NULL OR l.purging_since IS NOT NULL
+                             WHERE (l.uploaded_at IS NULL OR l.purging_since IS NOT NULL)
+                               AND NOT EXISTS (SELECT 1 FROM upload_queue p
+                                                WHERE p.sha256 = l.sha256 AND p.state = 'pending')
                             UNION ALL SELECT sha256, false FROM inserted) wanted
                          GROUP BY sha256) grouped) w
         ORDER BY sha256

@@ -1,10 +1,11 @@
 //! HasherActor: one hashing thread each. The actor never blocks its arbiter: the file is read
-//! on its own thread, which holds the next job while it hashes one, so it goes from file to
-//! file without waiting for the actor; the answer goes straight to the requester on a oneshot
-//! channel. If the thread dies (a panic while hashing), its jobs' answers are dropped, the
-//! files are given to another hasher by [`Hashers`], and the actor fails (at once when a job
-//! finds the thread gone, else within a second); the Supervisor starts a new one with a new
-//! thread, so the pool never shrinks for good.
+//! on its own thread, which holds the next jobs while it hashes one, so it goes from file to
+//! file without waiting for the actor; the answers go straight to their requesters on oneshot
+//! channels, a few at a time (see [`crate::hashing`]). If the thread dies (a panic while
+//! hashing), the answers it kept are sent, those of the file it was on and of the files
+//! waiting are dropped, these files are given to another hasher by [`Hashers`], and the actor
+//! fails (at once when a job finds the thread gone, else within a second); the Supervisor
+//! starts a new one with a new thread, so the pool never shrinks for good.
 
 use super::supervisor::Liveness;
 use super::supervisor::{take_panic, ChildGuard, StopChild};

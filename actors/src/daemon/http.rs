@@ -416,6 +416,12 @@ impl Endpoint {
             "Slots of uploads allowed in flight now, adapted to the store's latency (a small upload takes one, a large one four)",
             load(&uploads.in_flight_limit) as i64,
         );
+        gauge(
+            registry,
+            "upload_in_flight_peak",
+            "The most uploads that were in flight at once since this process started",
+            load(&uploads.in_flight_peak) as i64,
+        );
         counter(
             registry,
             "upload_failures",

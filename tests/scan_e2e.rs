@@ -302,15 +302,30 @@ async fn garage_down_uploads_back_off_and_complete_when_it_returns() {
     garage.stop();
 
     let mut running = fms.spawn(&["scan", "--wait", "--json"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // A bound, not a timing: a content is leased again only after every content already
+    // leased to the scan has had its first try. With the store refusing connections that is
+    // the integrity probe (four asks, each with the SDK's three tries: 11 s measured) and
+    // then, per content, three tries with jittered backoff (up to 3 s), `upload.concurrency`
+    // (8) at a time once the failures have lowered the limit: 23-27 s measured alone, up to
+    // about 14 s + 100 / 8 × 3 s = 52 s on the worst jitter, more on a machine that runs the
+    // other tests beside this one.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(180);
     while database
         .count("SELECT count(*) FROM upload_queue WHERE attempts >= 2 AND last_error IS NOT NULL")
         .await
         == 0
     {
-        assert!(Instant::now() < deadline, "uploads never failed while Garage was down");
+        assert!(
+            Instant::now() < deadline,
+            "uploads never failed and were retried while Garage was down"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    eprintln!(
+        "a content was tried again {:.1} s after the scan started",
+        started.elapsed().as_secs_f64()
+    );
     let error: String = database
         .client
         .query_one(
